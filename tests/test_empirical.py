@@ -1,0 +1,615 @@
+"""Tests of meanfield.empirical against independent oracles.
+
+Oracles: closed forms written out here (erf: Williams 1997; ReLU: Cho & Saul 2009), scipy
+quadrature for tanh, finite differences of a forward pass written here from the sampled
+parameters, exact finite-width moments (Hanin 2018) and free-probability spectra (Pennington et
+al. 2017).  The module under test is never asked for the theory.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+import meanfield.empirical as emp
+from meanfield.activations import activation
+
+# ----------------------------------------------------------------------------------------
+# Theory, written independently of the package
+# ----------------------------------------------------------------------------------------
+
+SQ2PI = math.sqrt(2 * math.pi)
+
+
+def _gauss1(f, q):
+    """E[f(sqrt(q) z)], z ~ N(0, 1), by adaptive quadrature."""
+    val, _ = integrate.quad(lambda z: f(math.sqrt(q) * z) * math.exp(-z * z / 2) / SQ2PI, -np.inf, np.inf,
+                            epsabs=1e-12, epsrel=1e-10)
+    return val
+
+
+def _gauss2(f, q1, q2, q12):
+    """E[f(u1) f(u2)] for centred Gaussians with variances q1, q2 and covariance q12 (nested quad)."""
+    c = max(-1.0, min(1.0, q12 / math.sqrt(q1 * q2)))
+    s = math.sqrt(max(0.0, 1 - c * c))
+
+    def inner(z1):
+        g = lambda z2: f(math.sqrt(q2) * (c * z1 + s * z2)) * math.exp(-z2 * z2 / 2) / SQ2PI  # noqa: E731
+        return integrate.quad(g, -12, 12, epsabs=1e-11, epsrel=1e-9)[0]
+
+    return integrate.quad(lambda z1: f(math.sqrt(q1) * z1) * inner(z1) * math.exp(-z1 * z1 / 2) / SQ2PI,
+                          -12, 12, epsabs=1e-11, epsrel=1e-9)[0]
+
+
+def phi2_mean(kind, q1, q2, q12):
+    """E[phi(u1) phi(u2)]."""
+    if kind == "erf":
+        return 2 / math.pi * math.asin(2 * q12 / math.sqrt((1 + 2 * q1) * (1 + 2 * q2)))
+    if kind == "relu":
+        c = max(-1.0, min(1.0, q12 / math.sqrt(q1 * q2)))
+        th = math.acos(c)
+        return math.sqrt(q1 * q2) * (math.sin(th) + (math.pi - th) * math.cos(th)) / (2 * math.pi)
+    if kind == "tanh":
+        if q12 == q1 == q2:
+            return _gauss1(lambda u: math.tanh(u) ** 2, q1)
+        return _gauss2(math.tanh, q1, q2, q12)
+    raise ValueError(kind)
+
+
+def dphi2_mean(kind, q):
+    """E[phi'(sqrt(q) z)^2]."""
+    if kind == "erf":
+        return 4 / (math.pi * math.sqrt(1 + 4 * q))
+    if kind == "relu":
+        return 0.5
+    if kind == "tanh":
+        return _gauss1(lambda u: (1 - math.tanh(u) ** 2) ** 2, q)
+    raise ValueError(kind)
+
+
+def dphi_cross(kind, q1, q2, q12):
+    """E[phi'(u1) phi'(u2)] (for the NTK)."""
+    if kind == "erf":
+        return 4 / math.pi / math.sqrt((1 + 2 * q1) * (1 + 2 * q2) - 4 * q12 * q12)
+    if kind == "relu":
+        th = math.acos(max(-1.0, min(1.0, q12 / math.sqrt(q1 * q2))))
+        return (math.pi - th) / (2 * math.pi)
+    raise ValueError(kind)
+
+
+def theory_plain(kind, w2, b2, X, L, pair=(0, 1), rho=1.0):
+    """Mean-field q^l (L, B), q12^l for one pair (L,), and backward factors chi/rho at q^l (L, B)."""
+    d = X.shape[1]
+    q = np.empty((L, X.shape[0]))
+    q12 = np.empty(L)
+    q[0] = w2 * np.sum(X * X, axis=1) / d + b2
+    q12[0] = w2 * X[pair[0]] @ X[pair[1]] / d + b2
+    for l in range(1, L):
+        q[l] = [w2 / rho * phi2_mean(kind, qa, qa, qa) + b2 for qa in q[l - 1]]
+        q12[l] = w2 * phi2_mean(kind, q[l - 1, pair[0]], q[l - 1, pair[1]], q12[l - 1]) + b2
+    chi = np.array([[w2 * dphi2_mean(kind, qa) / rho for qa in row] for row in q])
+    return q, q12, chi
+
+
+# ----------------------------------------------------------------------------------------
+# A forward pass written here from the sampled parameters (oracle for finite differences)
+# ----------------------------------------------------------------------------------------
+
+
+def params_of(net):
+    """The sampled parameters as plain arrays (copies that the tests may perturb)."""
+    P = {"spec": net.spec, "W": net.weights, "b": net.biases}
+    if net.spec.residual:
+        P["V"], P["a"] = net.res_weights, net.res_biases
+    return P
+
+
+def forward_from(P, phi, z, start):
+    """Output of a network from layer ``start`` (0 = input x; l = h^l, or x^l if residual)."""
+    if not isinstance(P, dict):
+        P = params_of(P)
+    spec = P["spec"]
+    W, b = P["W"], P["b"]
+    if spec.residual:
+        V, av = P["V"], P["a"]
+        x = z
+        for l in range(start, spec.depth):
+            x = x + phi(x @ W[l].T + b[l]) @ V[l].T + av[l]
+        return x
+    if start == 0:
+        h = z @ W[0].T + b[0]
+        start = 1
+    else:
+        h = z
+    for l in range(start, spec.depth):
+        h = phi(h) @ W[l].T + b[l]
+    return h
+
+
+def fd_jacobian(f, z, eps=1e-6):
+    cols = []
+    for i in range(z.size):
+        e = np.zeros_like(z)
+        e[i] = eps
+        cols.append((f(z + e) - f(z - e)) / (2 * eps))
+    return np.stack(cols, axis=-1)
+
+
+def inputs(d, norms, cos01=0.6, seed=0):
+    """Inputs with |x_a|^2 / d = norms[a] and cos(x_0, x_1) = cos01."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.standard_normal((d, len(norms))))
+    dirs = basis.T.copy()
+    if len(norms) > 1:
+        dirs[1] = cos01 * basis[:, 0] + math.sqrt(1 - cos01**2) * basis[:, 1]
+    return dirs * np.sqrt(np.asarray(norms) * d)[:, None]
+
+
+# ----------------------------------------------------------------------------------------
+# Bad input: clear errors before heavy work
+# ----------------------------------------------------------------------------------------
+
+
+def test_bad_architecture_raises():
+    with pytest.raises(ValueError, match="positive integer"):
+        emp.NetworkSpec("tanh", sigma_w2=1, width=0, depth=3)
+    with pytest.raises(ValueError, match="positive integer"):
+        emp.NetworkSpec("tanh", sigma_w2=1, width=10, depth=0)
+    with pytest.raises(ValueError, match="positive integer"):
+        emp.NetworkSpec("tanh", sigma_w2=1, widths=[10, -2])
+    with pytest.raises(ValueError, match="depth must be at least 1"):
+        emp.NetworkSpec("tanh", sigma_w2=1, widths=[])
+    with pytest.raises(ValueError, match="keep probability"):
+        emp.NetworkSpec("tanh", sigma_w2=1, width=10, depth=2, rho=0.0)
+    with pytest.raises(ValueError, match="keep probability"):
+        emp.NetworkSpec("tanh", sigma_w2=1, width=10, depth=2, rho=1.5)
+    with pytest.raises(ValueError, match="variance"):
+        emp.NetworkSpec("tanh", sigma_w2=-1, width=10, depth=2)
+    with pytest.raises(ValueError, match="variance"):
+        emp.NetworkSpec("tanh", sigma_w2=1, sigma_b2=float("nan"), width=10, depth=2)
+    with pytest.raises(ValueError, match="gaussian"):
+        emp.NetworkSpec("tanh", sigma_w2=1, width=10, depth=2, weights="uniform")
+    with pytest.raises(ValueError, match="dtype"):
+        emp.NetworkSpec("tanh", sigma_w2=1, width=10, depth=2, dtype="float16")
+    with pytest.raises(ValueError, match="equal widths"):
+        emp.NetworkSpec("tanh", sigma_w2=1, widths=[10, 20], residual=True)
+    with pytest.raises(ValueError, match="either"):
+        emp.NetworkSpec("tanh", sigma_w2=1, widths=[10], width=10, depth=1)
+    with pytest.raises(ValueError, match="unknown activation"):
+        emp.NetworkSpec("tanhh", sigma_w2=1, width=10, depth=1)
+
+
+def test_bad_inputs_raise():
+    spec = emp.NetworkSpec("tanh", sigma_w2=1.5, width=20, depth=3)
+    X = np.ones((3, 5))
+    X[1, 2] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        emp.propagate(spec, X, 0)
+    with pytest.raises(ValueError, match="shape"):
+        emp.propagate(spec, np.ones((0, 5)), 0)
+    with pytest.raises(ValueError, match="pairs"):
+        emp.propagate(spec, np.ones((3, 5)), 0, pairs=[[0, 3]])
+    res = emp.NetworkSpec("tanh", sigma_w2=1.5, width=20, depth=3, residual=True)
+    with pytest.raises(ValueError, match="input dimension"):
+        emp.propagate(res, np.ones((3, 5)), 0)
+    with pytest.raises(ValueError, match="memory_limit"):
+        emp.propagate(spec, np.ones((3, 5)), 0, memory_limit=0)
+    no_dphi = emp.NetworkSpec(activation(np.tanh), sigma_w2=1.5, width=20, depth=3)
+    with pytest.raises(ValueError, match="derivative"):
+        emp.propagate(no_dphi, np.ones((3, 5)), 0)
+    r = emp.propagate(no_dphi, np.ones((3, 5)), 0, gradients=False)  # forward needs no phi'
+    assert np.all(np.isfinite(r.q))
+
+
+def test_too_large_jacobian_refused_before_work():
+    spec = emp.NetworkSpec("tanh", sigma_w2=1.5, width=100_000, depth=50)
+    X = np.ones((4, 20_000))
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match=r"GiB.*memory_limit"):
+        emp.propagate(spec, X, 0, jacobian=True)
+    assert time.perf_counter() - t < 0.5  # refused before sampling 50 layers of 1e10 weights
+    with pytest.raises(ValueError, match="parameters need"):
+        emp.sample_network(spec, 20_000, 0)
+    with pytest.raises(ValueError, match="pairs"):
+        emp.propagate(emp.NetworkSpec("tanh", sigma_w2=1, width=4, depth=4), np.ones((20_000, 3)), 0,
+                      gradients=False, memory_limit=2**28)
+
+
+# ----------------------------------------------------------------------------------------
+# Exactness: fast paths, chunking, sampled networks, derivatives by finite differences
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(emp._FAST))
+def test_fast_nonlinearities_match_activation_table(name):
+    act = activation(name)
+    h = np.random.default_rng(0).standard_normal(2000) * 3
+    h = h[np.abs(np.abs(h) - 1) > 1e-9]  # away from hard_tanh's kinks
+    phi, dphi = emp._FAST[name](h, True)
+    np.testing.assert_allclose(phi, act.phi(h), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(dphi, act.dphi(h), rtol=1e-12, atol=1e-15)
+    assert emp._FAST[name](h.astype(np.float32), True)[1].dtype == np.float32
+
+
+@pytest.mark.parametrize("kw", [
+    dict(act="tanh", sigma_w2=1.7, sigma_b2=0.1, widths=[30, 40, 25]),
+    dict(act="relu", sigma_w2=2.0, sigma_b2=0.1, width=32, depth=3, rho=0.7),
+    dict(act="erf", sigma_w2=1.0, sigma_b2=0.1, width=12, depth=3, residual=True, sigma_v2=0.5, sigma_a2=0.1),
+    dict(act="tanh", sigma_w2=1.2, width=30, depth=3, weights="orthogonal", dtype="float32"),
+])
+def test_results_do_not_depend_on_chunking(kw):
+    spec = emp.NetworkSpec(kw.pop("act"), **kw)
+    d = 12 if spec.residual else 9
+    X = np.random.default_rng(1).standard_normal((7, d))
+    opts = dict(jacobian=True, jvp=True)
+    big = emp.propagate(spec, X, 3, **opts)
+    small = emp.propagate(spec, X, 3, memory_limit=120_000, **opts)  # forces chunks of 1-2 inputs
+    rtol = 1e-4 if spec.dtype == np.float32 else 1e-10
+    for name in ("q", "q12", "p", "grad_sq", "grad_input_sq", "grad_w_sq", "jvp_sq", "jacobian_sv", "output"):
+        a, b = getattr(big, name), getattr(small, name)
+        if a is None:
+            assert b is None and (name != "p" or not spec.residual)
+            continue
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12, err_msg=name)
+    assert big.output.dtype == spec.dtype
+
+
+def test_sampled_network_matches_propagate_and_handwritten_forward():
+    spec = emp.NetworkSpec("tanh", sigma_w2=1.5, sigma_b2=0.2, widths=[7, 6, 5])
+    X = np.random.default_rng(2).standard_normal((4, 3))
+    net = emp.sample_network(spec, 3, np.random.default_rng(9))
+    r = emp.propagate(spec, X, np.random.default_rng(9), gradients=False)
+    np.testing.assert_allclose(net(X), r.output, rtol=1e-13)
+    np.testing.assert_allclose(forward_from(net, np.tanh, X, 0), r.output, rtol=1e-13)
+    assert [w.shape for w in net.weights] == [(7, 3), (6, 7), (5, 6)]
+    np.testing.assert_allclose(r.q[0], np.mean((X @ net.weights[0].T + net.biases[0]) ** 2, axis=1), rtol=1e-13)
+
+
+@pytest.mark.parametrize("case", ["plain", "residual"])
+def test_gradients_jvp_jacobian_against_finite_differences(case):
+    if case == "plain":
+        spec = emp.NetworkSpec("tanh", sigma_w2=1.8, sigma_b2=0.3, widths=[6, 7, 5])
+        d = 4
+    else:
+        spec = emp.NetworkSpec("erf", sigma_w2=1.1, sigma_b2=0.2, width=5, depth=3, residual=True,
+                               sigma_v2=0.7, sigma_a2=0.1)
+        d = 5
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((3, d))
+    g = rng.standard_normal((3, spec.widths[-1]))
+    u = rng.standard_normal((3, d))
+    net = emp.sample_network(spec, d, rng)
+    phi = activation(spec.act).phi
+    r = emp.propagate(net, X, 0, output_gradient=g, jvp=u, jacobian=True, keep_activations=True)
+    for a in range(3):
+        J = fd_jacobian(lambda x: forward_from(net, phi, x, 0), X[a])
+        np.testing.assert_allclose(r.grad_input_sq[a], np.sum((g[a] @ J) ** 2), rtol=1e-7)
+        np.testing.assert_allclose(r.jvp_sq[-1, a], np.sum((J @ u[a]) ** 2), rtol=1e-7)
+        np.testing.assert_allclose(r.jacobian_sv[a], np.linalg.svd(J, compute_uv=False), rtol=1e-7, atol=1e-10)
+        # per-layer gradient: d(g . out)/d(state of layer l)
+        state = X[a]
+        for l in range(1, spec.depth + 1):
+            if spec.residual:
+                state = forward_from(_truncate(net, l), phi, X[a], 0)
+            else:
+                state = r.activations[l - 1][a]
+            Jl = fd_jacobian(lambda z, l=l: forward_from(net, phi, z, l), state)
+            np.testing.assert_allclose(r.grad_sq[l - 1, a], np.sum((g[a] @ Jl) ** 2), rtol=1e-6, err_msg=f"l={l}")
+    # grad_w_sq of layer 1 is ||delta^1||^2 ||x||^2 (plain) by the chain rule
+    if not spec.residual:
+        np.testing.assert_allclose(r.grad_w_sq[0], r.grad_sq[0] * np.sum(X * X, axis=1), rtol=1e-12)
+
+
+def _truncate(net, l):
+    """A residual network made of the first l blocks of net (for its state x^l)."""
+    spec = emp.NetworkSpec(net.spec.act, sigma_w2=net.spec.sigma_w2, sigma_b2=net.spec.sigma_b2,
+                           width=net.spec.widths[0], depth=l, residual=True, sigma_v2=net.spec.sigma_v2,
+                           sigma_a2=net.spec.sigma_a2)
+    return emp.SampledNetwork(spec, net.d_in, net._params.layers[:l], net._params.res_layers[:l])
+
+
+def test_post_activation_jacobian_against_finite_differences():
+    spec = emp.NetworkSpec("tanh", sigma_w2=1.3, sigma_b2=0.1, widths=[6, 5, 4])
+    X = np.random.default_rng(5).standard_normal((2, 3))
+    net = emp.sample_network(spec, 3, 1)
+    r = emp.propagate(net, X, 0, jacobian="post", gradients=False)
+    for a in range(2):
+        J = fd_jacobian(lambda x: np.tanh(forward_from(net, np.tanh, x, 0)), X[a])
+        np.testing.assert_allclose(r.jacobian_sv[a], np.linalg.svd(J, compute_uv=False), rtol=1e-7)
+
+
+@pytest.mark.parametrize("parametrization", ["ntk", "standard"])
+@pytest.mark.parametrize("case", ["plain", "residual"])
+def test_ntk_against_finite_difference_parameter_gradients(case, parametrization):
+    if case == "plain":
+        spec = emp.NetworkSpec("tanh", sigma_w2=1.6, sigma_b2=0.3, widths=[4, 5, 2])
+        d = 3
+    else:
+        spec = emp.NetworkSpec("tanh", sigma_w2=1.2, sigma_b2=0.2, width=3, depth=2, residual=True,
+                               sigma_v2=0.8, sigma_a2=0.3)
+        d = 3
+    X = np.random.default_rng(6).standard_normal((3, d))
+    net = emp.sample_network(spec, d, 11)
+    P = params_of(net)
+    groups = [(P["W"], spec.sigma_w2, True), (P["b"], spec.sigma_b2, False)]
+    if spec.residual:
+        groups += [(P["V"], spec.sigma_v2, True), (P["a"], spec.sigma_a2, False)]
+    eps = 1e-6
+    grads = []  # rows: parameters; columns: inputs
+    for arrays, var, is_weight in groups:
+        for arr in arrays:
+            n_in = arr.shape[1] if is_weight else None
+            coef = (var / n_in if is_weight else var) if parametrization == "ntk" else 1.0
+            for idx in np.ndindex(arr.shape):
+                old = arr[idx]
+                arr[idx] = old + eps
+                fp = forward_from(P, np.tanh, X, 0)[:, 0]
+                arr[idx] = old - eps
+                fm = forward_from(P, np.tanh, X, 0)[:, 0]
+                arr[idx] = old
+                grads.append(math.sqrt(coef) * (fp - fm) / (2 * eps))
+    G = np.array(grads)
+    theta_fd = G.T @ G
+    theta = emp.empirical_ntk(net, X, 1, 0, parametrization=parametrization).mean
+    np.testing.assert_allclose(theta, theta_fd, rtol=1e-7, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------
+# Orthogonal weights are Haar
+# ----------------------------------------------------------------------------------------
+
+
+def test_orthogonal_weights_are_scaled_haar():
+    spec = emp.NetworkSpec("linear", sigma_w2=1.7, widths=[40, 40, 25], weights="orthogonal")
+    W1, W2, W3 = emp.sample_network(spec, 40, 0).weights
+    np.testing.assert_allclose(W2 @ W2.T, 1.7 * np.eye(40), atol=1e-12)  # sqrt(sigma_w2) O
+    np.testing.assert_allclose(W3 @ W3.T, 1.7 * np.eye(25), atol=1e-12)  # rows orthonormal, entries var 1.7/40
+    spec = emp.NetworkSpec("linear", sigma_w2=1.0, widths=[60], weights="orthogonal")
+    W = emp.sample_network(spec, 30, 0).weights[0]  # tall: columns orthogonal, entries var 1/30
+    np.testing.assert_allclose(W.T @ W, 2.0 * np.eye(30), atol=1e-12)
+    # Haar on O(3): E tr O = 0 and E (tr O)^2 = 1 (Diaconis & Shahshahani); without the sign fix E tr O != 0
+    small = emp.NetworkSpec("linear", sigma_w2=1.0, widths=[3], weights="orthogonal")
+    rng = np.random.default_rng(0)
+    tr = np.array([np.trace(emp.sample_network(small, 3, rng).weights[0]) for _ in range(4000)])
+    assert abs(tr.mean()) < 4 * tr.std() / math.sqrt(tr.size)
+    assert abs(np.mean(tr**2) - 1) < 4 * np.std(tr**2) / math.sqrt(tr.size)
+
+
+# ----------------------------------------------------------------------------------------
+# The comparison helper and its plot
+# ----------------------------------------------------------------------------------------
+
+
+def test_compare_statistics():
+    rng = np.random.default_rng(0)
+    theory = np.linspace(1, 2, 10)
+    samples = theory + rng.standard_normal((25, 10)) * 0.1
+    cmp = emp.compare(theory, samples, confidence=0.99)
+    assert cmp.passed and bool(cmp)
+    np.testing.assert_allclose(cmp.threshold, stats.t.ppf(1 - 0.01 / 10 / 2, 24))
+    np.testing.assert_allclose(cmp.sem, samples.std(0, ddof=1) / 5)
+    np.testing.assert_allclose(cmp.z, (samples.mean(0) - theory) / cmp.sem)
+    shifted = emp.compare(theory + 12 * cmp.sem, samples)
+    assert not shifted.passed and not shifted.layer_passed.any()
+    assert "FAIL" in shifted.summary()
+    tolerant = emp.compare(theory + 12 * cmp.sem, samples, atol=12 * cmp.sem.max())
+    assert tolerant.passed
+    per_layer = emp.compare(theory, samples, familywise=False)
+    assert per_layer.threshold == pytest.approx(stats.t.ppf(0.995, 24))
+    by_stats = emp.compare(theory, mean=cmp.mean, sem=cmp.sem)
+    assert by_stats.threshold == pytest.approx(stats.norm.ppf(1 - 0.01 / 20))
+    # calibration: with the true theory, 99% family-wise passes about 99% of the time
+    passes = np.mean([emp.compare(theory, theory + rng.standard_normal((25, 10))).passed for _ in range(400)])
+    assert passes > 0.96
+    with pytest.raises(ValueError, match="n_networks >= 2"):
+        emp.compare(theory, samples[:1])
+    with pytest.raises(ValueError, match="confidence"):
+        emp.compare(theory, samples, confidence=1.0)
+
+
+def test_plot_comparison_draws_line_and_band():
+    from matplotlib.collections import PolyCollection
+
+    from meanfield.plotting import plot_comparison
+
+    theory = np.linspace(1, 2, 8)
+    samples = theory + np.random.default_rng(0).standard_normal((10, 8)) * 0.05
+    samples[:, 3] += 1.0
+    cmp = emp.compare(theory, samples, label="q")
+    fig, ax = plot_comparison(cmp)
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), theory)
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 1
+    ys = bands[0].get_paths()[0].vertices[:, 1]
+    assert ys.max() == pytest.approx((cmp.mean + cmp.threshold * cmp.sem).max())
+    assert any(line.get_marker() == "x" for line in ax.lines)  # the failing layer is marked
+    assert ax.get_title() == "q"
+    fig2, ax2 = plot_comparison(cmp, ax=ax, nsigma=1)
+    assert ax2 is ax and fig2 is fig
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------
+# Mean field at width >= 1000 (statistical; fixed seeds)
+# ----------------------------------------------------------------------------------------
+
+PHASES = {
+    ("tanh", "ordered"): (1.2, 0.05),
+    ("tanh", "chaotic"): (3.0, 0.05),
+    ("erf", "ordered"): (0.7, 0.2),
+    ("erf", "chaotic"): (3.0, 0.05),
+    ("relu", "ordered"): (1.5, 0.1),
+    ("relu", "chaotic"): (2.4, 0.05),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,phase", list(PHASES))
+def test_mean_field_at_width_1000(kind, phase):
+    w2, b2 = PHASES[(kind, phase)]
+    L, N = 8, 1000
+    X = inputs(50, [0.5, 2.0, 1.0], cos01=0.6)
+    X = np.concatenate([X, np.repeat(X[2:], 7, axis=0)])  # copies of input 2 get independent output gradients
+    spec = emp.NetworkSpec(kind, sigma_w2=w2, sigma_b2=b2, width=N, depth=L)
+    sim = emp.simulate(spec, X, 16, np.random.default_rng(list(PHASES).index((kind, phase))), pairs=[[0, 1]])
+    q, q12, chi = theory_plain(kind, w2, b2, X[:3], L)
+    chi_deep = chi[-1, 2]
+    assert (chi_deep < 1) if phase == "ordered" else (chi_deep > 1), chi_deep  # the setup is in that phase
+    for a in range(3):
+        cmp = emp.compare(q[:, a], sim.q[:, :, a], confidence=0.999, label=f"q input {a}")
+        assert cmp.passed, cmp.summary()
+    c_theory = q12 / np.sqrt(q[:, 0] * q[:, 1])
+    cmp = emp.compare(c_theory, sim.c[:, :, 0], confidence=0.999, label="c")
+    assert cmp.passed, cmp.summary()
+    ratio = sim.gradient_ratio(inputs=range(2, 10))
+    cmp = emp.compare(chi[:-1, 2], ratio, confidence=0.999, label="gradient ratio")
+    assert cmp.passed, cmp.summary()
+    # power: a 10% error in sigma_w2 (q-map), or of 10% in the backward factor, would be caught
+    q_wrong, _, _ = theory_plain(kind, 1.1 * w2, b2, X[:3], L)
+    assert not emp.compare(q_wrong[:, 2], sim.q[:, :, 2], confidence=0.999).passed
+    assert not emp.compare(1.1 * chi[:-1, 2], ratio, confidence=0.999).passed
+
+
+@pytest.mark.slow
+def test_dropout_mean_field():
+    """Dropout: sigma_w2 / rho on the diagonal of the q-map only; backward factor chi_1 / rho."""
+    rho, w2, b2, L = 0.7, 1.5, 0.1, 6
+    X = inputs(50, [1.0, 1.0], cos01=0.5)
+    spec = emp.NetworkSpec("erf", sigma_w2=w2, sigma_b2=b2, width=1200, depth=L, rho=rho)
+    sim = emp.simulate(spec, X, 10, 21)
+    q, q12, chi = theory_plain("erf", w2, b2, X, L, rho=rho)
+    assert emp.compare(q[:, 0], sim.q[:, :, 0], confidence=0.999).passed
+    c = q12 / np.sqrt(q[:, 0] * q[:, 1])
+    cmp = emp.compare(c, sim.c[:, :, 0, 1], confidence=0.999)
+    assert cmp.passed, cmp.summary()
+    cmp = emp.compare(chi[:-1, 0], sim.gradient_ratio(inputs=0), confidence=0.999)
+    assert cmp.passed, cmp.summary()
+    assert not emp.compare(chi[:-1, 0] * rho, sim.gradient_ratio(inputs=0), confidence=0.999).passed
+
+
+@pytest.mark.slow
+def test_residual_mean_field():
+    """Yang & Schoenholz 2017: q^l = sigma_w2 p^{l-1} + sigma_b2, p^l = p^{l-1} + sigma_v2 E phi^2 + sigma_a2,
+    gradient factor 1 + sigma_v2 sigma_w2 E phi'^2."""
+    w2, b2, v2, a2, L, N = 1.0, 0.1, 0.5, 0.05, 8, 1000
+    x = inputs(N, [1.0])
+    spec = emp.NetworkSpec("tanh", sigma_w2=w2, sigma_b2=b2, width=N, depth=L, residual=True, sigma_v2=v2, sigma_a2=a2)
+    sim = emp.simulate(spec, x, 10, 5, pairs=None)
+    p_prev = float(x[0] @ x[0]) / N
+    q_th, p_th = [], []
+    for _ in range(L):
+        ql = w2 * p_prev + b2
+        p_prev = p_prev + v2 * phi2_mean("tanh", ql, ql, ql) + a2
+        q_th.append(ql)
+        p_th.append(p_prev)
+    q_th = np.array(q_th)
+    factor = 1 + v2 * w2 * np.array([dphi2_mean("tanh", ql) for ql in q_th])
+    for th, s in ((q_th, sim.q[:, :, 0]), (np.array(p_th), sim.p[:, :, 0]), (factor[1:], sim.gradient_ratio())):
+        cmp = emp.compare(th, s, confidence=0.999)
+        assert cmp.passed, cmp.summary()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["erf", "relu"])
+def test_empirical_nngp_and_ntk_against_closed_forms(kind):
+    w2, b2, L, N = (1.6, 0.1, 3, 1000) if kind == "erf" else (1.8, 0.2, 3, 1000)
+    X = inputs(20, [0.5, 1.5, 1.0, 0.8], cos01=0.3, seed=3)
+    B = X.shape[0]
+    K = w2 * X @ X.T / X.shape[1] + b2
+    T = K.copy()
+    for _ in range(1, L):
+        d = np.sqrt(np.diag(K))
+        Kn = np.array([[w2 * phi2_mean(kind, K[i, i], K[j, j], K[i, j]) + b2 for j in range(B)] for i in range(B)])
+        Kd = np.array([[w2 * dphi_cross(kind, K[i, i], K[j, j], K[i, j]) for j in range(B)] for i in range(B)])
+        assert d.size == B
+        T = Kn + Kd * T
+        K = Kn
+    iu = np.triu_indices(B)
+    spec = emp.NetworkSpec(kind, sigma_w2=w2, sigma_b2=b2, widths=[N] * (L - 1) + [N])
+    nngp = emp.empirical_nngp(spec, X, 30, 7, return_samples=True)
+    cmp = emp.compare(K[iu], nngp.samples[:, iu[0], iu[1]], confidence=0.999, label="NNGP")
+    assert cmp.passed, cmp.summary()
+    np.testing.assert_allclose(nngp.mean, nngp.samples.mean(0))
+    ntk_spec = emp.NetworkSpec(kind, sigma_w2=w2, sigma_b2=b2, widths=[N] * (L - 1) + [1])
+    ntk = emp.empirical_ntk(ntk_spec, X, 30, 8, return_samples=True)
+    cmp = emp.compare(T[iu], ntk.samples[:, iu[0], iu[1]], confidence=0.999, label="NTK")
+    assert cmp.passed, cmp.summary()
+    # power: the NTK differs from the NNGP, and the estimate resolves the difference
+    assert not emp.compare(K[iu], ntk.samples[:, iu[0], iu[1]], confidence=0.999).passed
+
+
+# ----------------------------------------------------------------------------------------
+# Finite width: Hanin 2018; Jacobian spectra at criticality: Pennington et al. 2017
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_hanin_fourth_moment_of_jacobian_vector_norm():
+    """Bias-free ReLU, sigma_w2 = 2, Gaussian weights, unit u: ||J u||^2 (J = dh^L/dx) is a product of
+    independent factors, so E||Ju||^4 / (E||Ju||^2)^2 = prod_{j<L} (1 + 5/n_j) * (1 + 2/n_L) exactly:
+    a gated layer contributes 1 + 5/n (Hanin 2018), the ungated output layer a chi^2 factor 1 + 2/n."""
+    widths = [48, 64, 40, 56]
+    spec = emp.NetworkSpec("relu", sigma_w2=2.0, sigma_b2=0.0, widths=widths)
+    rng = np.random.default_rng(2018)
+    X = rng.standard_normal((32, 30))
+    m1, m2 = [], []
+    for _ in range(1200):
+        r = emp.propagate(spec, X, rng, gradients=False, pairs=None, jvp=True)
+        x = r.jvp_sq[-1]
+        m1.append(x.mean())
+        m2.append((x * x).mean())
+    m1, m2 = np.array(m1), np.array(m2)
+    ratio = m2.mean() / m1.mean() ** 2
+    # delta method for a ratio of means over independent networks
+    grad = np.array([1 / m1.mean() ** 2, -2 * m2.mean() / m1.mean() ** 3])
+    cov = np.cov(np.stack([m2, m1])) / m1.size
+    se = math.sqrt(grad @ cov @ grad)
+    exact = np.prod([1 + 5 / n for n in widths[:-1]]) * (1 + 2 / widths[-1])
+    assert abs(ratio - exact) < 4 * se, (ratio, exact, se)
+    assert se < 0.02 * exact
+    # the finite-width excess is real: not the Gaussian-limit value 1, not the naive (1 + 2/n) chi^2 product
+    assert ratio - 1 > 10 * se
+    naive = np.prod([1 + 2 / n for n in widths])
+    assert abs(ratio - naive) > 4 * se
+    # and E||Ju||^2 = sigma_w2 n_L / d_in (gated layers preserve it on average)
+    assert abs(m1.mean() - 2 * widths[-1] / X.shape[1]) < 4 * m1.std() / math.sqrt(m1.size)
+
+
+def _spectral_variance(sv):
+    lam = sv**2
+    return np.mean(np.mean(lam**2, axis=-1) / np.mean(lam, axis=-1) ** 2 - 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("act,w2,weights,jac,expected", [
+    ("linear", 1.0, "gaussian", "pre", lambda L: L),                # products of Ginibre matrices
+    ("relu", 2.0, "gaussian", "post", lambda L: L / 0.5),           # REFERENCES.md: L / p, p = 1/2
+    ("relu", 2.0, "gaussian", "pre", lambda L: L + (L - 1) * 1.0),  # without the last phi': one gate fewer
+    ("relu", 2.0, "orthogonal", "post", lambda L: L * 0.5 / 0.5),   # L (1 - p) / p
+])
+def test_jacobian_spectrum_variance_at_criticality(act, w2, weights, jac, expected):
+    """Variance of the spectrum of J J^T (normalised by its mean) over L layers (Pennington et al. 2017):
+    free multiplicative convolution adds the variances of the factors: W W^T Gaussian 1 (orthogonal 0),
+    each ReLU gate D^2 (values 0 and 2) 1/p - 1 = 1."""
+    L, N = 4, 300
+    spec = emp.NetworkSpec(act, sigma_w2=w2, sigma_b2=0.0, width=N, depth=L, weights=weights)
+    X = np.random.default_rng(0).standard_normal((2, N))
+    vals = [_spectral_variance(emp.propagate(spec, X, s, gradients=False, pairs=None, jacobian=jac).jacobian_sv)
+            for s in range(3)]
+    assert np.mean(vals) == pytest.approx(expected(L), rel=0.06)
+
+
+def test_empirical_ntk_refuses_dropout():
+    spec = emp.NetworkSpec("tanh", sigma_w2=1.0, width=4, depth=2, rho=0.5)
+    with pytest.raises(ValueError, match="dropout"):
+        emp.empirical_ntk(spec, np.ones((2, 3)), 2, 0)
