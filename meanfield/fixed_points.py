@@ -1,0 +1,330 @@
+"""Fixed points of the variance and correlation maps: q_star and c_star.
+
+Both are found by bracketed root-finding, not by iterating the maps: near the critical line
+the iteration converges only polynomially.  ``q_star`` is the fixed point that the iteration
+``q^{l+1} = sigma_w2/rho E[phi(sqrt(q^l) z)^2] + sigma_b2`` reaches from ``q0``; if the
+variance grows without bound it is ``inf``.  ``c_star`` is the attracting fixed point of the
+correlation map at ``q_star``: 1 in the ordered phase (chi_1 < 1, no dropout), the largest
+attracting root below 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+from scipy import optimize
+
+from . import _validate
+from .activations import Activation, activation, x
+from .expectations import expectation
+
+__all__ = ["q_star", "c_star", "FixedPointInfo", "ConvergenceWarning", "Q_MAX"]
+
+#: Variances above this count as divergent (q_star = inf).
+Q_MAX = 1e30
+_STEP = 8.0
+
+
+class ConvergenceWarning(UserWarning):
+    """A fixed-point search did not meet its tolerance."""
+
+
+@dataclass(frozen=True)
+class FixedPointInfo:
+    """Diagnostics of a fixed-point search (arrays shaped like the broadcast inputs).
+
+    Attributes
+    ----------
+    converged : bool array
+        The bracket closed to the tolerance (1e-14 relative).
+    iterations : int array
+        Map evaluations spent.
+    diverged : bool array
+        The variance grows without bound (q_star is inf).
+    slope : float array
+        Slope of the map at the fixed point; ``|slope| < 1`` means attracting.
+    """
+
+    converged: np.ndarray
+    iterations: np.ndarray
+    diverged: np.ndarray
+    slope: np.ndarray
+
+
+def _bracketed_roots(F, lo, hi, flo, fhi, rel_tol=1e-14, max_iter=200):
+    """Roots of F in [lo, hi] (F(lo) >= 0 >= F(hi) or the reverse), vectorised Illinois method.
+
+    ``F(x, idx)`` evaluates the functions of rows ``idx`` at ``x``.  Returns (root, converged,
+    iterations).
+    """
+    lo, hi, flo, fhi = (np.array(a, dtype=float) for a in (lo, hi, flo, fhi))
+    n = lo.size
+    root = np.where(flo == 0, lo, np.where(fhi == 0, hi, np.nan))
+    conv = np.isfinite(root)
+    iters = np.zeros(n, dtype=int)
+    active = np.flatnonzero(~conv)
+    side = np.zeros(n, dtype=int)  # which end was kept last time (for the Illinois halving)
+    for _ in range(max_iter):
+        if active.size == 0:
+            break
+        a, b, fa, fb = lo[active], hi[active], flo[active], fhi[active]
+        xs = (a * fb - b * fa) / (fb - fa)
+        width = np.abs(b - a)
+        bad = ~np.isfinite(xs) | (xs <= np.minimum(a, b)) | (xs >= np.maximum(a, b))
+        xs = np.where(bad, 0.5 * (a + b), xs)
+        fx = F(xs, active)
+        iters[active] += 1
+        same_as_lo = np.sign(fx) == np.sign(fa)
+        # replace the end with the same sign; halve the other end's value if it was kept before
+        new_lo = np.where(same_as_lo, xs, a)
+        new_hi = np.where(same_as_lo, b, xs)
+        new_flo = np.where(same_as_lo, fx, np.where(side[active] == -1, 0.5 * fa, fa))
+        new_fhi = np.where(same_as_lo, np.where(side[active] == 1, 0.5 * fb, fb), fx)
+        side[active] = np.where(same_as_lo, 1, -1)
+        lo[active], hi[active], flo[active], fhi[active] = new_lo, new_hi, new_flo, new_fhi
+        done = (fx == 0) | (np.abs(new_hi - new_lo) <= rel_tol * np.maximum(np.abs(xs), 1e-300))
+        stalled = np.abs(new_hi - new_lo) >= width  # cannot happen in exact arithmetic
+        done |= stalled & (np.abs(new_hi - new_lo) <= 1e-12 * np.maximum(np.abs(xs), 1e-300))
+        root[active[done]] = xs[done]
+        conv[active[done]] = True
+        active = active[~done]
+    if active.size:
+        root[active] = 0.5 * (lo[active] + hi[active])
+    return root, conv, iters
+
+
+def _resolve(act):
+    return activation(act)
+
+
+def q_star(act, sigma_w2, sigma_b2, rho=1.0, q0=1.0, method="auto", full_output=False):
+    """Fixed point of the variance map (Poole et al. 2016, eq. 3; Schoenholz et al. 2017, eq. 3).
+
+    ``q* = sigma_w2/rho * E[phi(sqrt(q*) z)^2] + sigma_b2``, ``z ~ N(0, 1)``; with dropout
+    (keep probability ``rho``, inverted masks) the weight variance is divided by rho on the
+    diagonal (Schoenholz et al. 2017, Sec. 5).
+
+    Parameters
+    ----------
+    act : Activation or str
+    sigma_w2, sigma_b2 : array_like
+        Weight and bias variances (broadcast together with ``q0``).
+    rho : float
+        Dropout keep probability in (0, 1].
+    q0 : array_like
+        Input variance the iteration starts from (default 1).  For activations with a single
+        attracting fixed point (tanh, erf, relu, ...) the result does not depend on it.
+    method : {"auto", "exact", "quadrature"}
+    full_output : bool
+        Also return a :class:`FixedPointInfo`.
+
+    Returns
+    -------
+    float or ndarray (and FixedPointInfo)
+        ``inf`` where the variance grows without bound (e.g. relu with sigma_w2 > 2): a result,
+        not an error.  Values above :data:`Q_MAX` count as divergent.
+    """
+    act = _resolve(act)
+    rho = _validate.keep_probability(rho)
+    sw = _validate.nonnegative("sigma_w2", sigma_w2)
+    sb = _validate.nonnegative("sigma_b2", sigma_b2)
+    q0 = _validate.nonnegative("q0", q0)
+    shape, (sw, sb, q0) = _validate.broadcast(sw, sb, q0)
+    value, info = _q_star_flat(act, sw / rho, sb, q0, method)
+    if not info.converged.all():
+        warnings.warn(f"q_star did not converge for {np.count_nonzero(~info.converged)} point(s)",
+                      ConvergenceWarning, stacklevel=2)
+    out = _validate.finish(value, shape)
+    if full_output:
+        return out, FixedPointInfo(*(np.reshape(a, shape) for a in
+                                     (info.converged, info.iterations, info.diverged, info.slope)))
+    return out
+
+
+def _q_star_flat(act: Activation, w, b, q0, method):
+    n = w.size
+    iters = np.zeros(n, dtype=int)
+
+    def F(q, idx):
+        return w[idx] * expectation(act, "phi2", q, method=method) + b[idx] - q
+
+    f0 = F(q0, np.arange(n))
+    iters += 1
+    lo = np.zeros(n)
+    hi = np.zeros(n)
+    flo = np.zeros(n)
+    fhi = np.zeros(n)
+    value = np.full(n, np.nan)
+    value[f0 == 0] = q0[f0 == 0]
+    diverged = np.zeros(n, dtype=bool)
+
+    # upward: step until F <= 0
+    up = np.flatnonzero(f0 > 0)
+    lo[up], flo[up] = q0[up], f0[up]
+    cur = np.maximum(q0[up] * _STEP, 1e-3)
+    while up.size:
+        fc = F(cur, up)
+        iters[up] += 1
+        # below -1e-13 cur: a sign, not the rounding of w V + b - q at large q
+        found = fc < -1e-13 * cur
+        hi[up[found]], fhi[up[found]] = cur[found], fc[found]
+        lo[up[~found]], flo[up[~found]] = cur[~found], fc[~found]
+        up, cur = up[~found], cur[~found] * _STEP
+        over = cur > Q_MAX
+        diverged[up[over]] = True
+        value[up[over]] = np.inf
+        up, cur = up[~over], cur[~over]
+
+    # downward: F(0) = w phi(0)^2 + b >= 0
+    down = np.flatnonzero(f0 < 0)
+    hi[down], fhi[down] = q0[down], f0[down]
+    f_zero = F(np.zeros(down.size), down)
+    iters[down] += 1
+    lo[down], flo[down] = 0.0, f_zero
+    # where 0 is itself a fixed point, look for a larger one the iteration would reach first
+    zero_fp = down[f_zero == 0]
+    cur = q0[zero_fp] / _STEP
+    for _ in range(16):
+        if zero_fp.size == 0:
+            break
+        fc = F(cur, zero_fp)
+        iters[zero_fp] += 1
+        found = fc > 0
+        lo[zero_fp[found]], flo[zero_fp[found]] = cur[found], fc[found]
+        hi[zero_fp[~found]], fhi[zero_fp[~found]] = cur[~found], fc[~found]
+        zero_fp, cur = zero_fp[~found], cur[~found] / _STEP
+    value[zero_fp] = 0.0  # 0 attracts everything below q0
+
+    todo = np.flatnonzero(np.isnan(value))
+    converged = np.ones(n, dtype=bool)
+    if todo.size:
+        root, conv, it = _bracketed_roots(lambda q, idx: F(q, todo[idx]), lo[todo], hi[todo], flo[todo], fhi[todo])
+        value[todo] = root
+        converged[todo] = conv
+        iters[todo] += it
+    slope = np.full(n, np.nan)
+    fin = np.isfinite(value)
+    if act.dphi is not None and act.continuous:
+        slope[fin] = w[fin] * expectation(act, "slope", value[fin], method=method)
+    return value, FixedPointInfo(converged, iters, diverged, slope)
+
+
+# ----------------------------------------------------------------------------------------
+# Limit of infinite variance: phi is asymptotically a relu(x) + b relu(-x)
+# ----------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def asymptotic_activation(act: Activation) -> Activation | None:
+    """The piecewise-linear activation phi approaches at large |x|, or None.
+
+    With slopes ``s+ = phi'(+inf)`` and ``s- = phi'(-inf)``: ``s+ relu(x) - s- relu(-x)``.
+    It governs the correlation map when q_star is infinite (degree-1 homogeneity).
+    """
+    if act.slopes is None:
+        return None
+    sp_, sm = (sp.nsimplify(s, rational=True, tolerance=1e-12) for s in act.slopes)
+    if sp_ == 0 and sm == 0:
+        return None
+    relu_x = sp.Piecewise((x, x > 0), (0, True))
+    relu_mx = sp.Piecewise((-x, x < 0), (0, True))
+    return activation(sp_ * relu_x - sm * relu_mx)
+
+
+def c_star(act, sigma_w2, sigma_b2, rho=1.0, method="auto", full_output=False):
+    """Attracting fixed point of the correlation map (Poole et al. 2016, eq. 5; Schoenholz et al. 2017).
+
+    ``c* = (sigma_w2 E[phi(u1) phi(u2)] + sigma_b2) / q*`` with ``u1, u2`` of variance q* and
+    correlation c*.  Without dropout ``c* = 1`` in the ordered phase (chi_1 <= 1); in the chaotic
+    phase, and always with dropout, it is the largest root below 1 of
+    ``G(c) = 1 - sigma_w2 (E[phi(u)^2] (1/rho - 1) + E[(phi(u1) - phi(u2))^2]/2) / (q* (1 - c))``,
+    a form that stays well conditioned as c* approaches 1 near the critical line.
+    Where q* is infinite the map is its limit for the asymptotically linear activation
+    (:func:`asymptotic_activation`); if phi grows faster than linearly there is no limit and
+    the result is NaN, with a warning.  With ``q* = 0`` (sigma_b2 = 0, phi(0) = 0) the map is
+    its linearisation ``c -> rho c``: c* = 1 without dropout and 0 with it.
+
+    Returns
+    -------
+    float or ndarray (and FixedPointInfo, whose ``slope`` is chi_c at c*)
+    """
+    act = _resolve(act)
+    rho = _validate.keep_probability(rho)
+    sw = _validate.nonnegative("sigma_w2", sigma_w2)
+    sb = _validate.nonnegative("sigma_b2", sigma_b2)
+    shape, (sw, sb) = _validate.broadcast(sw, sb)
+    qs, _ = _q_star_flat(act, sw / rho, sb, np.ones_like(sw), method)
+    cs, slopes, conv = _c_star_flat(act, sw, sb, qs, rho, method)
+    out = _validate.finish(cs, shape)
+    if full_output:
+        info = FixedPointInfo(conv.reshape(shape), np.zeros(shape, dtype=int), np.isinf(qs).reshape(shape),
+                              slopes.reshape(shape))
+        return out, info
+    return out
+
+
+def _c_star_flat(act, sw, sb, qs, rho, method):
+    """c* and chi_c at it, for each point, given q*."""
+    n = sw.size
+    cs = np.empty(n)
+    chi_c = np.empty(n)
+    conv = np.ones(n, dtype=bool)
+    for i in range(n):
+        cs[i], chi_c[i] = _c_star_point(act, sw[i], sb[i], qs[i], rho, method)
+    return cs, chi_c, conv
+
+
+def _c_star_point(act, w, b, qs, rho, method):
+    if np.isinf(qs):
+        lim = asymptotic_activation(act)
+        if lim is None:
+            warnings.warn(f"{act.name!r} grows faster than linearly and q* is infinite: the correlation "
+                          "map has no limit, c* and chi_c are NaN", RuntimeWarning, stacklevel=4)
+            return np.nan, np.nan
+        v_inf = float(expectation(lim, "phi2", 1.0))
+        return _c_star_finite(lim, rho / v_inf, 1.0, rho, method)
+    if qs == 0:
+        # sigma_b2 -> 0 limit of the map near q* = 0: c -> rho a c + 1 - a, a = sigma_w2 phi'(0)^2 / rho
+        d0 = float(expectation(act, "dphi2", 0.0, method=method)) if w > 0 else 0.0
+        a = w * d0 / rho
+        return (1.0 if rho == 1.0 else (1.0 - a) / (1.0 - rho * a)), w * d0
+    return _c_star_finite(act, w, qs, rho, method)
+
+
+def _c_star_finite(act, w, qs, rho, method):
+    v = float(expectation(act, "phi2", qs, method=method))
+
+    def chi_c_at(c):
+        return float(w * expectation(act, "dcov", qs, qs, c=c, method=method))
+
+    def G(c):
+        d = float(expectation(act, "half_sq_diff", qs, qs, c=c, method=method))
+        return 1.0 - w * (v * (1.0 / rho - 1.0) + d) / (qs * (1.0 - c))
+
+    if rho == 1.0:
+        chi1 = w * float(expectation(act, "dphi2", qs, method=method))
+        if chi1 <= 1.0:
+            return 1.0, chi1
+    top = None
+    for eps in (1e-6, 1e-9, 1e-12):
+        if G(1.0 - eps) < 0:
+            top = 1.0 - eps
+            break
+    if top is None:  # c* is within 1e-12 of 1
+        return 1.0, chi_c_at(1.0)
+    g_top = G(top)
+    for below in (0.99, 0.9, 0.5, 0.0, -0.5, -1.0):
+        if below >= top:
+            continue
+        g_below = G(below)
+        if g_below >= 0:
+            if g_below == 0:
+                return below, chi_c_at(below)
+            root = optimize.brentq(G, below, top, xtol=1e-16, rtol=4 * np.finfo(float).eps, maxiter=200)
+            return root, chi_c_at(root)
+        top, g_top = below, g_below
+    return -1.0, chi_c_at(-1.0)

@@ -1,0 +1,221 @@
+"""Depth scales, trainable depth, the order-to-chaos critical line, and every quantity at a point.
+
+* ``xi_q = -1 / ln(q_map_slope(q*))`` (Schoenholz et al. 2017, eq. 5)
+* ``xi_c = -1 / ln(chi_c)`` (Schoenholz et al. 2017, eq. 9); infinite on the critical line
+* trainable depth ``~ 6 xi_c`` (Schoenholz et al. 2017, Sec. 6 and Fig. 6)
+* critical line ``chi_1 = 1``, parametrised by q*: ``sigma_w2 = 1 / E[phi'(sqrt(q*) z)^2]``,
+  ``sigma_b2 = q* - sigma_w2 E[phi(sqrt(q*) z)^2]`` (Hayou et al. 2019, Sec. 2)
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from . import _validate
+from .activations import activation
+from .expectations import expectation
+from .fixed_points import _bracketed_roots, _c_star_flat, _q_star_flat
+from .maps import _chi_1_flat
+
+__all__ = [
+    "xi_q",
+    "xi_c",
+    "trainable_depth",
+    "critical_sigma_w2",
+    "critical_line",
+    "analyze",
+    "MeanFieldPoint",
+    "TRAINABLE_DEPTH_FACTOR",
+]
+
+#: Networks train up to about this many correlation depth scales (Schoenholz et al. 2017, Fig. 6).
+TRAINABLE_DEPTH_FACTOR = 6.0
+
+
+def _depth_scale(slope):
+    """-1 / ln|slope|: 0 for slope 0, inf for |slope| >= 1."""
+    s = np.abs(np.asarray(slope, dtype=float))
+    with np.errstate(divide="ignore"):
+        out = np.where(s >= 1.0, np.inf, -1.0 / np.log(np.where(s > 0, s, 1.0)))
+    out = np.where(s == 0, 0.0, out)
+    return np.where(np.isnan(s), np.nan, out)
+
+
+@dataclass(frozen=True)
+class MeanFieldPoint:
+    """Every mean-field quantity at (sigma_w2, sigma_b2); arrays shaped like the broadcast inputs.
+
+    Attributes
+    ----------
+    q_star, c_star : fixed points of the variance and correlation maps
+    chi_1 : sigma_w2 E[phi'(sqrt(q*) z)^2]
+    chi_c : slope of the correlation map at c*
+    q_slope : slope of the variance map at q*
+    xi_q, xi_c : depth scales -1/ln(q_slope), -1/ln(chi_c)
+    trainable_depth : 6 xi_c
+    gradient_factor : per-layer factor of the mean squared gradient, chi_1 / rho
+    phase : "ordered" (chi_1 < 1), "chaotic" (chi_1 > 1), "critical" (|chi_1 - 1| < 1e-9), or
+        "divergent" (q* = inf: the variance grows without bound)
+    """
+
+    activation: str
+    sigma_w2: np.ndarray
+    sigma_b2: np.ndarray
+    rho: float
+    q_star: np.ndarray
+    c_star: np.ndarray
+    chi_1: np.ndarray
+    chi_c: np.ndarray
+    q_slope: np.ndarray
+    xi_q: np.ndarray
+    xi_c: np.ndarray
+    trainable_depth: np.ndarray
+    gradient_factor: np.ndarray
+    phase: np.ndarray
+
+    def as_dict(self):
+        """Plain Python values (floats or lists), for JSON."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v.tolist() if isinstance(v, np.ndarray) else v
+        return out
+
+
+def analyze(act, sigma_w2, sigma_b2, rho=1.0, method="auto") -> MeanFieldPoint:
+    """All mean-field quantities at once, computing q* and c* only once.
+
+    Parameters
+    ----------
+    act : Activation or str
+    sigma_w2, sigma_b2 : array_like
+        Weight and bias variances, broadcast together.
+    rho : float
+        Dropout keep probability.
+    method : {"auto", "exact", "quadrature"}
+
+    Returns
+    -------
+    MeanFieldPoint
+    """
+    act = activation(act)
+    rho = _validate.keep_probability(rho)
+    sw = _validate.nonnegative("sigma_w2", sigma_w2)
+    sb = _validate.nonnegative("sigma_b2", sigma_b2)
+    shape, (sw, sb) = _validate.broadcast(sw, sb)
+    qs, info = _q_star_flat(act, sw / rho, sb, np.ones_like(sw), method)
+    cs, chic, _ = _c_star_flat(act, sw, sb, qs, rho, method)
+    chi1 = _chi_1_flat(act, sw, qs, method)
+    q_slope = np.where(np.isinf(qs), np.inf, info.slope)
+    xiq = np.where(np.isinf(qs), np.inf, _depth_scale(q_slope))
+    xic = _depth_scale(chic)
+    phase = np.where(chi1 > 1.0, "chaotic", "ordered").astype(object)
+    phase[np.abs(chi1 - 1.0) < 1e-9] = "critical"
+    phase[np.isinf(qs)] = "divergent"
+
+    def r(a):
+        a = np.asarray(a).reshape(shape)
+        return a.item() if a.ndim == 0 else a
+
+    return MeanFieldPoint(
+        activation=act.name, sigma_w2=r(sw), sigma_b2=r(sb), rho=rho, q_star=r(qs), c_star=r(cs),
+        chi_1=r(chi1), chi_c=r(chic), q_slope=r(q_slope), xi_q=r(xiq), xi_c=r(xic),
+        trainable_depth=r(TRAINABLE_DEPTH_FACTOR * xic), gradient_factor=r(chi1 / rho), phase=r(phase),
+    )
+
+
+def xi_q(act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
+    """Depth scale of the variance, ``xi_q = -1 / ln(sigma_w2/rho E[phi'^2 + phi phi''])`` at q*.
+
+    Schoenholz et al. 2017, eq. 5: ``|q^l - q*| ~ exp(-l / xi_q)``.  Infinite where q* is
+    infinite (q never settles) or the slope is 1.
+    """
+    return analyze(act, sigma_w2, sigma_b2, rho, method).xi_q
+
+
+def xi_c(act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
+    """Depth scale of correlations, ``xi_c = -1 / ln(chi_c)`` (Schoenholz et al. 2017, eq. 9).
+
+    ``|c^l - c*| ~ exp(-l / xi_c)``; diverges on the critical line chi_1 = 1.  With dropout it
+    stays finite (Schoenholz et al. 2017, Sec. 5).
+    """
+    return analyze(act, sigma_w2, sigma_b2, rho, method).xi_c
+
+
+def trainable_depth(act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
+    """Depth to which a random network can be trained, ``6 xi_c`` (Schoenholz et al. 2017, Fig. 6)."""
+    return analyze(act, sigma_w2, sigma_b2, rho, method).trainable_depth
+
+
+def critical_line(act, q_star, method="auto"):
+    """The critical line chi_1 = 1 parametrised by the fixed point q* (Hayou et al. 2019).
+
+    ``sigma_w2 = 1 / E[phi'(sqrt(q*) z)^2]``, ``sigma_b2 = q* - sigma_w2 E[phi(sqrt(q*) z)^2]``.
+    Points with ``sigma_b2 < 0`` are not realisable and are returned as they are (check them).
+
+    Returns
+    -------
+    (sigma_w2, sigma_b2) : arrays shaped like ``q_star``
+    """
+    act = activation(act)
+    q = _validate.nonnegative("q_star", q_star)
+    shape = q.shape
+    q = q.ravel()
+    d = expectation(act, "dphi2", q, method=method)
+    with np.errstate(divide="ignore"):
+        sw = np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), np.inf)
+    sb = q - sw * expectation(act, "phi2", q, method=method)
+    return _validate.finish(sw, shape), _validate.finish(sb, shape)
+
+
+def critical_sigma_w2(act, sigma_b2, method="auto"):
+    """The weight variance on the order-to-chaos line chi_1 = 1 for each bias variance.
+
+    Solves ``q - E[phi^2]/E[phi'^2] = sigma_b2`` for q* along :func:`critical_line`, then
+    ``sigma_w2 = 1 / E[phi'(sqrt(q*) z)^2]`` (Schoenholz et al. 2017, Fig. 1; tanh at
+    sigma_b2 = 0.05 gives 1.76).  NaN, with a warning, where no critical point exists (relu
+    for sigma_b2 > 0: its edge of chaos is the single point (sigma_b2, sigma_w2) = (0, 2)).
+    """
+    act = activation(act)
+    sb = _validate.nonnegative("sigma_b2", sigma_b2)
+    shape = sb.shape
+    sb = sb.ravel()
+    n = sb.size
+
+    def g(q, idx):
+        d = expectation(act, "dphi2", q, method=method)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(d > 0, q - expectation(act, "phi2", q, method=method) / d, -np.inf) - sb[idx]
+
+    all_idx = np.arange(n)
+    lo = np.zeros(n)
+    flo = g(lo, all_idx)
+    hi = np.full(n, np.nan)
+    fhi = np.full(n, np.nan)
+    todo = np.flatnonzero(flo < 0)
+    cur = np.full(todo.size, 1e-3)
+    while todo.size:
+        fc = g(cur, todo)
+        found = fc >= 0
+        hi[todo[found]], fhi[todo[found]] = cur[found], fc[found]
+        lo[todo[~found]], flo[todo[~found]] = cur[~found], fc[~found]
+        todo, cur = todo[~found], cur[~found] * 8.0
+        over = cur > 1e12
+        todo, cur = todo[~over], cur[~over]
+    q_c = np.full(n, np.nan)
+    q_c[flo == 0] = lo[flo == 0]
+    solve = np.flatnonzero(np.isnan(q_c) & np.isfinite(hi))
+    if solve.size:
+        q_c[solve] = _bracketed_roots(lambda q, idx: g(q, solve[idx]), lo[solve], hi[solve], flo[solve],
+                                      fhi[solve])[0]
+    out = np.full(n, np.nan)
+    ok = np.isfinite(q_c)
+    if ok.any():
+        out[ok] = 1.0 / expectation(act, "dphi2", q_c[ok], method=method)
+    if not ok.all():
+        warnings.warn(f"no critical point (chi_1 = 1) of {act.name!r} for sigma_b2 = "
+                      f"{sb[~ok][:3].tolist()}{'...' if (~ok).sum() > 3 else ''}", RuntimeWarning, stacklevel=2)
+    return _validate.finish(out, shape)
