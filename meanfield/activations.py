@@ -470,7 +470,7 @@ def _from_expr(expr: sp.Expr, name: str, params=None, table_name=None) -> Activa
     vals = phi(probe)
     if not np.all(np.isfinite(vals)):
         bad_x = probe[~np.isfinite(vals)][0]
-        raise ValueError(f"activation {name!r} is not finite at x = {bad_x:g}; it must be defined on the whole real line")
+        raise ValueError(f"activation {name!r} is not finite at x = {bad_x:g}: it must be defined on the real line")
     continuous = True
     for k in kinks:
         h = 1e-9 * max(1.0, abs(k))

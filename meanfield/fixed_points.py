@@ -316,7 +316,6 @@ def _c_star_finite(act, w, qs, rho, method):
             break
     if top is None:  # c* is within 1e-12 of 1
         return 1.0, chi_c_at(1.0)
-    g_top = G(top)
     for below in (0.99, 0.9, 0.5, 0.0, -0.5, -1.0):
         if below >= top:
             continue
@@ -326,5 +325,5 @@ def _c_star_finite(act, w, qs, rho, method):
                 return below, chi_c_at(below)
             root = optimize.brentq(G, below, top, xtol=1e-16, rtol=4 * np.finfo(float).eps, maxiter=200)
             return root, chi_c_at(root)
-        top, g_top = below, g_below
+        top = below
     return -1.0, chi_c_at(-1.0)

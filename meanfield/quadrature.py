@@ -120,7 +120,6 @@ def integrate(func, breaks, owner, n, rtol=RTOL, atol=0.0, max_panels=400):
         err = np.where((res_asc > 0) & (err > 0), scaled, err)
         err = np.maximum(err, 50.0 * _EPS * res_abs)
         # per-integral totals over open panels plus closed ones
-        val = total + np.bincount(owner, weights=res_k, minlength=n)
         absval = abs_done + np.bincount(owner, weights=res_abs, minlength=n)
         errsum = err_done + np.bincount(owner, weights=err, minlength=n)
         tol = np.maximum(rtol * absval, atol)
