@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 from scipy import special
+from sympy.codegen.rewriting import expm1_opt, log1p_opt, optimize
 
 __all__ = [
     "Activation",
@@ -390,6 +391,8 @@ def _pointwise(expr: sp.Expr) -> sp.Expr:
 
 
 def _lambdify(expr: sp.Expr) -> Callable:
+    # exp(a) - 1 and log(1 + a) lose all precision for small a: evaluate them as expm1, log1p
+    expr = optimize(expr, [expm1_opt, log1p_opt])
     raw = sp.lambdify(x, expr, modules=[_NUMERIC, "scipy", "numpy"])
 
     def fn(xs):

@@ -89,7 +89,7 @@ def _exact(act: Activation, kind, q1, q2, q12):
 def _quad_1d(act: Activation, kind, q, rtol):
     phi, kinks, rate = act.phi, act.kinks, act.exp_rate
     if kind == "phi2":
-        return quadrature.expect_1d(lambda u: phi(u) ** 2, 0.0, q, kinks, 2 * rate, rtol)
+        return quadrature.expect_1d(lambda u: phi(u) ** 2, 0.0, q, kinks, 2 * rate, rtol, jumps=not act.continuous)
     dphi = act.dphi
     if kind == "dphi2":
         return quadrature.expect_1d(lambda u: dphi(u) ** 2, 0.0, q, kinks, 2 * rate, rtol)

@@ -196,11 +196,12 @@ def _warn(converged, what):
         )
 
 
-def expect_1d(F, mean, var, kinks=(), exp_rate=0.0, rtol=RTOL):
+def expect_1d(F, mean, var, kinks=(), exp_rate=0.0, rtol=RTOL, jumps=True):
     """E[F(u)] for u ~ N(mean, var), elementwise over broadcast ``mean`` and ``var``.
 
-    ``F`` is a vectorised function of one array.  Where ``var == 0`` the value is F(mean) (the
-    average of both sides if ``mean`` is a kink).
+    ``F`` is a vectorised function of one array.  Where ``var == 0`` the value is F(mean), or,
+    if ``jumps`` and ``mean`` is a kink, the average of the one-sided limits (the limit of
+    E[F(u)] as var -> 0).
     """
     mean, var = np.broadcast_arrays(np.asarray(mean, dtype=float), np.asarray(var, dtype=float))
     shape = mean.shape
@@ -208,7 +209,7 @@ def expect_1d(F, mean, var, kinks=(), exp_rate=0.0, rtol=RTOL):
     out = np.empty(mean.size)
     point = var <= 0
     if point.any():
-        out[point] = _point_value(F, mean[point], kinks)
+        out[point] = _point_value(F, mean[point], kinks if jumps else ())
     idx = np.flatnonzero(~point)
     if idx.size:
         sd = np.sqrt(var[idx])
@@ -227,12 +228,12 @@ def expect_1d(F, mean, var, kinks=(), exp_rate=0.0, rtol=RTOL):
 
 
 def _point_value(F, m, kinks):
-    val = F(m)
+    """F(m); at a kink, the mean of the one-sided limits (F may jump there)."""
+    val = np.array(F(m), dtype=float)
     if len(kinks):
         at = np.isin(m, np.asarray(kinks, dtype=float))
         if at.any():
-            h = 1e-8 * np.maximum(1.0, np.abs(m[at]))
-            val = np.array(val, dtype=float)
+            h = np.where(m[at] == 0, 1e-150, 4 * _EPS * np.abs(m[at]))
             val[at] = 0.5 * (F(m[at] + h) + F(m[at] - h))
     return val
 
