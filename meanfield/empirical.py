@@ -302,9 +302,15 @@ def _stream(base: int, layer: int, kind: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(base, spawn_key=(layer, kind))))
 
 
-def _standard_matrix(gen, n_in, n_out, weights, dtype):
-    """Z of shape (n_in, n_out): standard Gaussian, or a Haar partial isometry (QR, sign fix)."""
-    A = gen.standard_normal((n_in, n_out), dtype=dtype)
+def _standard_matrix(gen, n_in, n_out, weights, dtype, out=None):
+    """Z of shape (n_in, n_out): standard Gaussian, or a Haar partial isometry (QR, sign fix).
+
+    ``out``, if given, is a reusable buffer of that shape (avoids page faults on fresh memory).
+    """
+    if out is not None:
+        A = gen.standard_normal(dtype=dtype, out=out)
+    else:
+        A = gen.standard_normal((n_in, n_out), dtype=dtype)
     if weights == "gaussian":
         return A
     if n_in >= n_out:
@@ -320,6 +326,7 @@ class _Params:
     def __init__(self, spec: NetworkSpec, d_in: int, base: int, store: bool):
         self.spec, self.d_in, self.base, self.store = spec, d_in, base, store
         self._cache: dict = {}
+        self._buffers: dict = {}
 
     def _make(self, l, kind):
         spec = self.spec
@@ -327,7 +334,13 @@ class _Params:
         n_i = n_in[l] if kind == 0 else spec.widths[l]
         n_o = spec.widths[l]
         gen = _stream(self.base, l, kind)
-        Z = _standard_matrix(gen, n_i, n_o, spec.weights, spec.dtype)
+        buf = None
+        if not self.store and spec.weights == "gaussian":
+            # one layer's matrix is in use at a time (per kind): reuse its memory
+            buf = self._buffers.get(kind)
+            if buf is None or buf.shape != (n_i, n_o):
+                buf = self._buffers[kind] = np.empty((n_i, n_o), dtype=spec.dtype)
+        Z = _standard_matrix(gen, n_i, n_o, spec.weights, spec.dtype, out=buf)
         var_b = spec.sigma_b2 if kind == 0 else spec.sigma_a2
         b = (math.sqrt(var_b) * gen.standard_normal(n_o, dtype=spec.dtype)).astype(spec.dtype)
         s = spec._scale(n_i, n_o, spec.sigma_w2 if kind == 0 else spec.sigma_v2)
@@ -900,7 +913,7 @@ def sample_network(spec: NetworkSpec, d_in: int, rng, *, memory_limit=DEFAULT_ME
             f"the parameters need {_fmt_bytes(n * spec.dtype.itemsize)}, more than memory_limit = "
             f"{_fmt_bytes(memory_limit)}; use propagate(spec, ...) which samples layer by layer"
         )
-    params = _Params(spec, d_in, _new_base(_as_rng(rng)), store=False)
+    params = _Params(spec, d_in, _new_base(_as_rng(rng)), store=True)
     layers = [params.get(l, 0) for l in range(spec.depth)]
     res = [params.get(l, 1) for l in range(spec.depth)] if spec.residual else None
     return SampledNetwork(spec, d_in, layers, res)
@@ -1017,8 +1030,9 @@ def propagate(network, X, rng, *, gradients=True, pairs="all", jacobian=False, j
     spec, X, params = _resolve(network, X)
     memory_limit = _check_limit(memory_limit)
     opt = _options(spec, X, pairs, jacobian, gradients, keep_activations)
-    rng = _as_rng(rng)
     B, d_in = X.shape
+    _plan(spec, B, d_in, opt, memory_limit, can_store=params is None)  # refuse before drawing anything
+    rng = _as_rng(rng)
     base = _new_base(rng)
     n_out = spec.widths[-1]
     if output_gradient is not None:
@@ -1175,11 +1189,12 @@ def empirical_ntk(spec: NetworkSpec, X, n_networks: int, rng, *, parametrization
 
     Parameters
     ----------
-    spec : NetworkSpec
-        Without dropout (``rho = 1``).
+    spec : NetworkSpec or SampledNetwork
+        Without dropout (``rho = 1``).  For a SampledNetwork the kernel of that one network is
+        returned (``n_networks`` is ignored and ``sem`` is NaN).
     X : array (B, d_in)
     n_networks : int
-    rng : numpy.random.Generator, int or SampledNetwork-compatible seed
+    rng : numpy.random.Generator or int
     parametrization : {"ntk", "standard"}
     return_samples : bool
 

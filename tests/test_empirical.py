@@ -270,6 +270,8 @@ def test_sampled_network_matches_propagate_and_handwritten_forward():
     np.testing.assert_allclose(net(X), r.output, rtol=1e-13)
     np.testing.assert_allclose(forward_from(net, np.tanh, X, 0), r.output, rtol=1e-13)
     assert [w.shape for w in net.weights] == [(7, 3), (6, 7), (5, 6)]
+    equal = emp.sample_network(emp.NetworkSpec("tanh", sigma_w2=1.0, width=5, depth=3), 5, 0).weights
+    assert not np.allclose(equal[1], equal[2])  # independent layers, no shared memory
     np.testing.assert_allclose(r.q[0], np.mean((X @ net.weights[0].T + net.biases[0]) ** 2, axis=1), rtol=1e-13)
 
 
