@@ -33,6 +33,7 @@ __all__ = [
     "x",
     "softplus",
     "sigmoid",
+    "norm_cdf",
 ]
 
 #: The symbol every activation expression is written in.
@@ -48,6 +49,17 @@ class sigmoid(sp.Function):
 
     def _eval_rewrite_as_exp(self, a, **kwargs):
         return 1 / (1 + sp.exp(-a))
+
+
+class norm_cdf(sp.Function):
+    """Standard normal distribution function (1 + erf(a / sqrt(2))) / 2, accurate in both tails."""
+
+    def fdiff(self, argindex=1):
+        a = self.args[0]
+        return sp.exp(-a**2 / 2) / sp.sqrt(2 * sp.pi)
+
+    def _eval_rewrite_as_erf(self, a, **kwargs):
+        return (1 + sp.erf(a / sp.sqrt(2))) / 2
 
 
 class softplus(sp.Function):
@@ -72,6 +84,7 @@ def _np_softplus(a):
 _NUMERIC = {
     "softplus": _np_softplus,
     "sigmoid": special.expit,
+    "norm_cdf": special.ndtr,
     "Heaviside": _np_heaviside,
     "erf": special.erf,
     "erfc": special.erfc,
@@ -114,6 +127,7 @@ FUNCTIONS: dict[str, Callable] = {
     "sigmoid": sigmoid,
     "softplus": softplus,
     "relu": _relu,
+    "norm_cdf": norm_cdf,
 }
 
 _CONSTANTS = {"pi": sp.pi, "e": sp.E, "E": sp.E}
@@ -149,7 +163,7 @@ _TABLE: dict[str, tuple[Callable[..., sp.Expr], dict, str]] = {
     "softplus": (lambda: softplus(x), {}, "log(1 + exp(x))"),
     "elu": (_elu, {"alpha": 1.0}, "x for x > 0, alpha*(exp(x) - 1) otherwise"),
     "selu": (lambda: _SELU_LAMBDA * _elu(_SELU_ALPHA), {}, "lambda * elu(x; alpha), Klambauer 2017"),
-    "gelu": (lambda: x * (1 + sp.erf(x / sp.sqrt(2))) / 2, {}, "x * Phi(x)"),
+    "gelu": (lambda: x * norm_cdf(x), {}, "x * Phi(x), Phi the standard normal CDF"),
     "swish": (lambda: x * sigmoid(x), {}, "x * sigmoid(x)"),
     "silu": (lambda: x * sigmoid(x), {}, "x * sigmoid(x) (same as swish)"),
     "mish": (lambda: x * sp.tanh(softplus(x)), {}, "x * tanh(softplus(x))"),
@@ -378,10 +392,12 @@ def _convert(node, text):
 
 
 def _rewrite_stable(expr: sp.Expr) -> sp.Expr:
-    """Replace log(1 + exp(a)) by softplus(a) and 1/(1 + exp(-a)) by sigmoid(a)."""
+    """Forms that keep precision in the tails: softplus(a), sigmoid(a), norm_cdf for 1 +- erf(a)."""
     w = sp.Wild("w")
     expr = expr.replace(sp.log(1 + sp.exp(w)), softplus(w))
     expr = expr.replace(1 / (1 + sp.exp(-w)), sigmoid(w))
+    expr = expr.replace(1 + sp.erf(w), 2 * norm_cdf(sp.sqrt(2) * w))
+    expr = expr.replace(1 - sp.erf(w), 2 * norm_cdf(-sp.sqrt(2) * w))
     return expr
 
 

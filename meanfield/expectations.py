@@ -104,7 +104,7 @@ def _quad_1d(act: Activation, kind, q, rtol):
         d2 = act.derivative(2)
         zero = np.zeros(1)
         if 0.0 in kinks:
-            h = np.array([-1e-8, 1e-8])
+            h = np.array([-1e-150, 1e-150])
             val = np.mean(dphi(h) ** 2 + phi(h) * d2(h))
         else:
             val = (dphi(zero) ** 2 + phi(zero) * d2(zero))[0]

@@ -1,0 +1,136 @@
+"""Fixed points and depth scales against closed forms, published values and independent quadrature.
+
+Accuracy contract (issue: core theory): relative error <= 1e-9 for q_star, chi_1, c_star, xi_q
+and <= 1e-7 for xi_c away from the critical line, for smooth and kinked activations, over
+sigma_w2 in [0.1, 25] and sigma_b2 in [0, 4] wherever q_star is finite.  References: mpmath at
+30 digits (1-D) and nested scipy quad (2-D) in tests/reference.py, written independently.
+"""
+
+import warnings
+
+import mpmath as mp
+import numpy as np
+import pytest
+import reference as R
+
+import meanfield as mf
+
+GRID = [(0.1, 0.0), (0.5, 0.3), (1.2, 2.0), (2.5, 1.0), (10.0, 2.0), (25.0, 4.0), (25.0, 0.0)]
+SMOOTH = ["tanh", "sigmoid", "softplus", "gelu", "swish", "mish", "sin"]
+KINKED = ["hard_tanh", "elu", "selu", "relu"]
+
+
+def _rel(a, b):
+    a, b = float(a), float(b)
+    return abs(a - b) / abs(b) if b != 0 else abs(a)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SMOOTH + KINKED)
+def test_one_dimensional_quantities_match_mpmath(name):
+    if name == "relu":
+        pytest.skip("closed form: tested in test_relu_closed_forms")
+    for sw, sb in GRID:
+        point = mf.analyze(name, sw, sb)
+        if not np.isfinite(point.q_star):
+            continue
+        qr = R.q_star(name, sw, sb)
+        assert _rel(point.q_star, qr) < 1e-9 or abs(point.q_star - float(qr)) < 1e-50, (name, sw, sb)
+        assert _rel(point.chi_1, sw * R.D(name, qr)) < 1e-9, (name, sw, sb)
+        slope_ref = sw * R.slope(name, qr)
+        if abs(slope_ref) > 1e-8:  # sin at large q: the slope exp(-2q) is below the absolute accuracy
+            xi_ref = -1 / mp.log(abs(slope_ref))
+            assert _rel(point.xi_q, xi_ref) < 1e-9, (name, sw, sb)
+
+
+CHAOTIC = [("tanh", 2.5, 0.05), ("tanh", 25.0, 4.0), ("tanh", 4.0, 0.0), ("hard_tanh", 4.0, 0.5),
+           ("hard_tanh", 25.0, 1.0), ("sin", 4.0, 0.5), ("hard_tanh", 1.5, 0.0), ("erf", 10.0, 2.0)]
+
+
+@pytest.mark.parametrize("name,sw,sb", CHAOTIC)
+def test_c_star_and_xi_c_in_the_chaotic_phase(name, sw, sb):
+    p = mf.analyze(name, sw, sb)
+    assert p.phase == "chaotic"
+    assert abs(p.chi_1 - 1) > 1e-2
+    ref_name = "erf" if name == "erf" else name
+    # c* solves c = c_map(c): the residual with an independent integrator bounds the error of c*
+    resid = R.c_star_residual(ref_name, sw, sb, p.q_star, p.c_star)
+    assert abs(resid) < 1e-10 * abs(1 - p.chi_c)
+    chi_c_ref = sw * R.E2(ref_name, p.q_star, p.c_star, deriv=True)
+    assert _rel(p.chi_c, chi_c_ref) < 1e-10
+    assert _rel(p.xi_c, -1 / np.log(chi_c_ref)) < 1e-7
+    assert p.trainable_depth == pytest.approx(6 * p.xi_c, rel=1e-15)
+
+
+@pytest.mark.slow
+def test_c_star_against_an_independent_root():
+    # full independent solve (brentq on the nested-quad c-map) for one smooth and one kinked case
+    for name, sw, sb in [("tanh", 2.5, 0.05), ("hard_tanh", 4.0, 0.5)]:
+        qs = float(R.q_star(name, sw, sb))
+        c_ref = R.brentq(lambda c: R.c_star_residual(name, sw, sb, qs, c), 0.0, 0.99)
+        assert mf.c_star(name, sw, sb) == pytest.approx(c_ref, rel=1e-9)
+
+
+def test_relu_closed_forms():
+    sw = np.array([0.1, 0.5, 1.0, 1.5, 1.9, 1.99])
+    sb = np.array([0.0, 0.3, 4.0])[:, None]
+    np.testing.assert_allclose(mf.q_star("relu", sw, sb), sb / (1 - sw / 2) + 0 * sw, rtol=1e-12)
+    np.testing.assert_allclose(mf.q_star("relu", sw, sb, method="quadrature"), sb / (1 - sw / 2) + 0 * sw,
+                               rtol=1e-11)
+    np.testing.assert_allclose(mf.chi_1("relu", sw, 0.3), sw / 2, rtol=1e-15)
+    # brain-research/nngp: q* = 4.0 at sigma_w2 = 1.9, sigma_b2 = 0.2
+    assert mf.q_star("relu", 1.9, 0.2) == pytest.approx(4.0, rel=1e-13)
+
+
+def test_divergent_variance_is_inf_not_nan():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = mf.analyze("relu", np.array([2.5, 25.0]), 0.1)
+        g = mf.analyze("gelu", 25.0, 4.0)
+    assert np.all(np.isinf(p.q_star)) and np.all(p.phase == "divergent")
+    np.testing.assert_allclose(p.chi_1, [1.25, 12.5])  # sigma_w2 (phi'(+inf)^2 + phi'(-inf)^2) / 2
+    np.testing.assert_array_equal(p.c_star, [1.0, 1.0])  # the arc-cosine map's fixed point
+    assert np.isinf(g.q_star) and g.chi_1 == pytest.approx(12.5) and not np.isnan(g.xi_c)
+    assert mf.q_star("relu", 2.0, 0.5) == np.inf
+    assert mf.q_star("relu", 2.0, 0.0) == 1.0  # marginal: every q is fixed; the input's q0 = 1 stays
+
+
+def test_dropout_limits_xi_c():
+    # Schoenholz et al. 2017, Sec. 5: with dropout c* < 1 and xi_c stays finite at the critical point
+    sw = mf.critical_sigma_w2("tanh", 0.05)
+    full = mf.analyze("tanh", sw, 0.05)
+    drop = mf.analyze("tanh", sw, 0.05, rho=0.95)
+    assert full.xi_c > 1e6
+    assert drop.c_star < 1 and 1 < drop.xi_c < 100
+    resid = R.c_star_residual("tanh", sw, 0.05, drop.q_star, drop.c_star)  # c_map without 1/rho off-diagonal
+    assert abs(resid - 0) < 1.0  # sanity: the full check is below
+    qs = drop.q_star
+    v = (qs - 0.05) / (sw / 0.95)
+    cm = (sw * R.E2("tanh", qs, drop.c_star) + 0.05) / qs
+    assert abs(cm - drop.c_star) < 1e-10
+    assert abs(v - float(R.V("tanh", qs))) < 1e-10
+
+
+def test_symmetric_chaos_and_zero_variance():
+    # odd phi, sigma_b2 = 0, chaotic: c* = 0 by symmetry; ordered: q* = 0 and c* = 1
+    assert abs(mf.c_star("tanh", 3.0, 0.0)) < 1e-12
+    p = mf.analyze("tanh", 0.8, 0.0)
+    assert p.q_star == 0.0 and p.c_star == 1.0 and p.chi_1 == pytest.approx(0.8, rel=1e-15)
+    assert p.xi_q == pytest.approx(-1 / np.log(0.8), rel=1e-14)
+
+
+def test_full_output_reports_convergence():
+    q, info = mf.q_star("tanh", [1.5, 3.0], 0.05, full_output=True)
+    assert info.converged.all() and not info.diverged.any()
+    assert np.all(np.abs(info.slope) < 1)
+    np.testing.assert_allclose(info.slope, mf.q_map_slope(q, "tanh", [1.5, 3.0], 0.05), rtol=1e-14)
+    c, cinfo = mf.c_star("tanh", 3.0, 0.05, full_output=True)
+    assert cinfo.slope == pytest.approx(mf.chi_c("tanh", 3.0, 0.05), rel=1e-14)
+
+
+def test_q_star_is_a_fixed_point_of_q_map():
+    sw = np.linspace(0.3, 20, 9)
+    for name in ["tanh", "hard_tanh", "elu", "softplus"]:
+        qs = mf.q_star(name, sw, 0.4)
+        fin = np.isfinite(qs)
+        np.testing.assert_allclose(mf.q_map(qs[fin], name, sw[fin], 0.4), qs[fin], rtol=1e-13)
