@@ -52,11 +52,13 @@ def main():
         F = lambda u, f=f: f(u) ** 2  # noqa: E731
         ours = expect_1d(F, 0.0, q_check)
         t_ours, _ = timed(lambda F=F: expect_1d(F, 0.0, q_many))
-        print(f"   {label:5s} meanfield adaptive      err {np.max(np.abs(ours / ref - 1)):.1e}   time {t_ours:.3f} s")
+        err = np.max(np.abs(ours / ref - 1))
+        print(f"   {label:5s} meanfield adaptive      err {err:.1e}   time {t_ours:.3f} s")
         for n in (64, 256):
             gh = gauss_hermite(F, q_check, n)
             t_gh, _ = timed(lambda F=F, n=n: gauss_hermite(F, q_many, n))
-            print(f"   {label:5s} Gauss-Hermite n={n:<4d}    err {np.max(np.abs(gh / ref - 1)):.1e}   time {t_gh:.3f} s")
+            err = np.max(np.abs(gh / ref - 1))
+            print(f"   {label:5s} Gauss-Hermite n={n:<4d}    err {err:.1e}   time {t_gh:.3f} s")
 
     print("2. q_star, tanh, 100 x 100 grid of sigma_w2 in [0.1, 25], sigma_b2 in [0, 4]")
     sw, sb = np.meshgrid(np.linspace(0.1, 25, 100), np.linspace(0.0, 4.0, 100))

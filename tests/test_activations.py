@@ -52,8 +52,10 @@ def test_gelu_and_parameters():
     from scipy.stats import norm
 
     np.testing.assert_allclose(mf.activation("gelu").phi(t), t * norm.cdf(t), rtol=1e-14, atol=1e-16)
-    np.testing.assert_allclose(mf.activation("leaky_relu", alpha=0.2).phi(t), np.where(t > 0, t, 0.2 * t), rtol=1e-15)
-    np.testing.assert_allclose(mf.activation("elu", alpha=0.5).phi(t), np.where(t > 0, t, 0.5 * np.expm1(t)), rtol=1e-14)
+    leaky = mf.activation("leaky_relu", alpha=0.2)
+    np.testing.assert_allclose(leaky.phi(t), np.where(t > 0, t, 0.2 * t), rtol=1e-15)
+    elu = mf.activation("elu", alpha=0.5)
+    np.testing.assert_allclose(elu.phi(t), np.where(t > 0, t, 0.5 * np.expm1(t)), rtol=1e-14)
     np.testing.assert_allclose(mf.activation("monomial", k=3).phi(t), t**3, rtol=1e-15)
 
 
