@@ -402,6 +402,8 @@ class Propagation:
         ``h^L`` (residual: ``x^L``).
     activations : list of ndarray (B, N_l) or None
         ``h^l`` for every layer, only if ``keep_activations=True``.
+    ntk : ndarray (B, B) or None
+        Filled only by :func:`empirical_ntk`.
     """
 
     q: np.ndarray

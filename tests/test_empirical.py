@@ -615,3 +615,18 @@ def test_empirical_ntk_refuses_dropout():
     spec = emp.NetworkSpec("tanh", sigma_w2=1.0, width=4, depth=2, rho=0.5)
     with pytest.raises(ValueError, match="dropout"):
         emp.empirical_ntk(spec, np.ones((2, 3)), 2, 0)
+
+
+def test_empirical_imports_only_the_activation_table():
+    """The module is the independent check of the theory: no maps, fixed points or kernels."""
+    import ast
+    import pathlib
+
+    tree = ast.parse(pathlib.Path(emp.__file__).read_text())
+    internal = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith("meanfield")):
+            internal.add((node.module or "").removeprefix("meanfield."))
+        elif isinstance(node, ast.Import):
+            internal |= {a.name for a in node.names if a.name.startswith("meanfield")}
+    assert internal == {"activations"}
