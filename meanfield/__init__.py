@@ -7,7 +7,9 @@ exist and by accurate adaptive quadrature otherwise.  Variances everywhere (sigm
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import empirical
 from .activations import Activation, activation, activation_names
+from .empirical import NetworkSpec, empirical_nngp, empirical_ntk
 from .expectations import expectation
 from .fixed_points import ConvergenceWarning, FixedPointInfo, c_star, q_star
 from .maps import c_map, chi_1, chi_c, cov_map, q_map, q_map_slope
@@ -44,5 +46,19 @@ __all__ = [
     "MeanFieldPoint",
     "ConvergenceWarning",
     "QuadratureWarning",
+    "empirical",
+    "NetworkSpec",
+    "empirical_nngp",
+    "empirical_ntk",
+    "plotting",
     "__version__",
 ]
+
+
+def __getattr__(name):
+    # plotting imports matplotlib: load it on first use, not at start-up
+    if name == "plotting":
+        import importlib
+
+        return importlib.import_module(".plotting", __name__)
+    raise AttributeError(f"module 'meanfield' has no attribute {name!r}")
