@@ -1,0 +1,308 @@
+"""Signal and gradient propagation layer by layer: q^l, c^l and the squared-gradient norm.
+
+* :func:`propagate`: the variance and correlation maps iterated from the input
+  (Poole et al. 2016, eqs. 3 and 5): ``q^l = sigma_w2/rho E[phi(sqrt(q^{l-1}) z)^2] + sigma_b2``,
+  ``q12^l = sigma_w2 E[phi(u1) phi(u2)] + sigma_b2``, ``c^l = q12^l / sqrt(q1^l q2^l)``.
+* :func:`gradient_growth`: the mean squared gradient norm, layer by layer
+  (Schoenholz et al. 2017, Sec. 4, eq. 16): ``||d E / d h^l||^2`` is multiplied by
+  ``chi_1 / rho`` per layer going backwards, ``chi_1 = sigma_w2 E[phi'(sqrt(q^l) z)^2]``;
+  for residual networks ``x^l = x^{l-1} + V phi(W x^{l-1} + b) + a`` (Yang & Schoenholz
+  2017) by ``1 + sigma_v2 sigma_w2 E[phi'(sqrt(q^l) z)^2]`` along the layer-dependent
+  ``q^l = sigma_w2 p^{l-1} + sigma_b2``, ``p^l = p^{l-1} + sigma_v2 E[phi(sqrt(q^l) z)^2] +
+  sigma_a2`` -- sub-exponential for tanh, because ``q^l`` grows linearly and
+  ``E[phi'^2]`` falls like ``q^{-1/2}``.
+
+Everything goes through :func:`meanfield.expectations.expectation`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _validate
+from .activations import activation
+from .expectations import expectation
+from .fixed_points import _q_star_flat
+
+__all__ = ["propagate", "Propagation", "gradient_growth", "GradientGrowth", "describe_factor"]
+
+
+def _depth(depth):
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+        raise ValueError(f"depth must be a positive integer number of layers, got {depth!r}")
+    return int(depth)
+
+
+@dataclass(frozen=True)
+class Propagation:
+    """Variances and correlation of two inputs, layer by layer.
+
+    Arrays have shape ``(depth + 1, *shape)``, index ``l`` = layer (0 is the input).
+
+    Attributes
+    ----------
+    layers : int array ``0..depth``
+    q1, q2 : variances of the two pre-activations
+    q12 : their covariance
+    c : correlation ``q12 / sqrt(q1 q2)``
+    q : ``q1`` (the variance, when both inputs have the same length)
+    """
+
+    layers: np.ndarray
+    q1: np.ndarray
+    q2: np.ndarray
+    q12: np.ndarray
+    c: np.ndarray
+
+    @property
+    def q(self):
+        return self.q1
+
+
+def propagate(act, q0=1.0, c0=0.5, depth=50, sigma_w2=1.76, sigma_b2=0.05, rho=1.0, method="auto"):
+    """Iterate the variance and correlation maps through ``depth`` layers (Poole et al. 2016).
+
+    ``q^l = sigma_w2/rho E[phi(sqrt(q^{l-1}) z)^2] + sigma_b2`` (eq. 3) for each input and
+    ``q12^l = sigma_w2 E[phi(u1) phi(u2)] + sigma_b2`` (eq. 5), ``(u1, u2)`` with covariance
+    ``[[q1, q12], [q12, q2]]`` of layer ``l - 1``; ``c^l = q12^l / sqrt(q1^l q2^l)``.
+
+    Parameters
+    ----------
+    act : Activation or str
+    q0 : float or (float, float) or array_like
+        Pre-activation variance of layer 0 for both inputs, or a pair (q1, q2).
+    c0 : array_like
+        Correlation of the two inputs at layer 0, in [-1, 1].
+    depth : int
+        Number of layers.
+    sigma_w2, sigma_b2 : array_like
+        Weight and bias variances.
+    rho : float
+        Dropout keep probability (Schoenholz et al. 2017, Sec. 5).
+    method : {"auto", "exact", "quadrature"}
+
+    Returns
+    -------
+    Propagation
+        Arrays of shape ``(depth + 1, *broadcast shape)``.
+    """
+    act = activation(act)
+    depth = _depth(depth)
+    rho = _validate.keep_probability(rho)
+    if isinstance(q0, tuple):
+        if len(q0) != 2:
+            raise ValueError("q0 must be a variance or a pair of variances (q1, q2)")
+        qa = _validate.nonnegative("q0", q0[0])
+        qb = _validate.nonnegative("q0", q0[1])
+    else:
+        qa = qb = _validate.nonnegative("q0", q0)
+    c0 = _validate.correlation("c0", c0)
+    sw = _validate.nonnegative("sigma_w2", sigma_w2)
+    sb = _validate.nonnegative("sigma_b2", sigma_b2)
+    shape, (qa, qb, c0, sw, sb) = _validate.broadcast(qa, qb, c0, sw, sb)
+    q1 = np.empty((depth + 1, qa.size))
+    q2 = np.empty_like(q1)
+    q12 = np.empty_like(q1)
+    c = np.empty_like(q1)
+    q1[0], q2[0], c[0] = qa, qb, c0
+    q12[0] = c0 * np.sqrt(qa * qb)
+    for layer in range(1, depth + 1):
+        a, b, cc = q1[layer - 1], q2[layer - 1], c[layer - 1]
+        q1[layer] = sw / rho * expectation(act, "phi2", a, method=method) + sb
+        q2[layer] = sw / rho * expectation(act, "phi2", b, method=method) + sb
+        cov = expectation(act, "cov", a, b, c=cc, method=method)
+        q12[layer] = sw * cov + sb
+        den = np.sqrt(q1[layer] * q2[layer])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c[layer] = np.clip(np.where(den > 0, q12[layer] / np.where(den > 0, den, 1.0), 1.0), -1.0, 1.0)
+    out_shape = (depth + 1, *shape)
+    return Propagation(layers=np.arange(depth + 1), q1=q1.reshape(out_shape), q2=q2.reshape(out_shape),
+                       q12=q12.reshape(out_shape), c=c.reshape(out_shape))
+
+
+@dataclass(frozen=True)
+class GradientGrowth:
+    """How the mean squared gradient norm changes through a deep random network.
+
+    Attributes
+    ----------
+    activation : str
+    sigma_w2, sigma_b2, rho : float
+    residual : bool
+    sigma_v2, sigma_a2 : float or None (residual networks only)
+    layers : int array ``1..depth``
+    per_layer : per-layer factor of ``||dE/dh||^2`` (chi_1/rho, or ``1 + sigma_v2 chi``)
+    total : cumulative ratio over the first l layers, ``prod_{k <= l} per_layer[k]``
+    q : the pre-activation variance at each layer (q* for plain networks started at q*)
+    factor : the asymptotic per-layer factor (chi_1/rho at q*; for residual networks the last
+        layer's factor)
+    """
+
+    activation: str
+    sigma_w2: float
+    sigma_b2: float
+    rho: float
+    residual: bool
+    sigma_v2: float | None
+    sigma_a2: float | None
+    layers: np.ndarray
+    per_layer: np.ndarray
+    total: np.ndarray
+    q: np.ndarray
+    factor: float
+
+    @property
+    def depth(self) -> int:
+        return int(self.layers[-1])
+
+    @property
+    def overall(self) -> float:
+        """Ratio of the squared gradient norm across all layers."""
+        return float(self.total[-1])
+
+    @property
+    def regime(self) -> str:
+        """``"exploding"``, ``"vanishing"`` or ``"stable"`` (overall change within a factor 2)."""
+        if self.overall > 2.0:
+            return "exploding"
+        if self.overall < 0.5:
+            return "vanishing"
+        return "stable"
+
+    def depth_for(self, factor=1e3):
+        """The first layer at which the squared gradient norm has changed by ``factor`` (or more).
+
+        Growth if ``factor > 1``, shrinkage by ``1/factor`` if ``factor < 1``.  Beyond the computed
+        depth, plain networks extrapolate with the constant per-layer factor
+        (``ln factor / ln chi``, Schoenholz et al. 2017: ``xi = -1/ln chi_1``); residual networks
+        return ``inf`` if the factor is not reached within ``depth`` layers.
+        """
+        factor = float(factor)
+        if not (factor > 0 and math.isfinite(factor)) or factor == 1.0:
+            raise ValueError(f"factor must be a positive number other than 1, got {factor!r}")
+        tot = self.total
+        hit = np.flatnonzero(tot >= factor) if factor > 1 else np.flatnonzero(tot <= factor)
+        if hit.size:
+            return int(self.layers[hit[0]])
+        if self.residual:
+            return math.inf
+        g = self.factor
+        if (factor > 1 and g <= 1) or (factor < 1 and g >= 1):
+            return math.inf
+        return int(math.ceil(math.log(factor) / math.log(g)))
+
+    def summary(self) -> str:
+        """Plain-words summary, e.g. ``"gradients grow x1.13 per layer: x6e+03 over 70 layers"``."""
+        return describe_factor(self.factor, self.depth, self.overall, residual=self.residual)
+
+
+def _fmt_factor(x: float) -> str:
+    if not math.isfinite(x):
+        return "inf" if x > 0 else "nan"
+    if 0.01 <= x < 100:
+        return f"{x:.3g}"
+    return f"{x:.1e}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
+
+
+def describe_factor(per_layer: float, depth: int, overall: float | None = None, residual=False) -> str:
+    """Words for a per-layer factor of the squared gradient norm over ``depth`` layers.
+
+    >>> describe_factor(1.13, 70)
+    'gradients grow x1.13 per layer: x5.2e3 over 70 layers'
+    """
+    if overall is None:
+        overall = per_layer ** depth
+    if abs(per_layer - 1.0) < 1e-9 and not residual:
+        return f"gradients keep their size (x1 per layer, on the critical line) over {depth} layers"
+    if residual:
+        if overall >= 1:
+            return (f"gradients grow sub-exponentially: x{_fmt_factor(overall)} over {depth} layers "
+                    f"(x{_fmt_factor(per_layer)} per layer at the last)")
+        return f"gradients shrink: x{_fmt_factor(overall)} over {depth} layers"
+    if per_layer > 1:
+        return f"gradients grow x{_fmt_factor(per_layer)} per layer: x{_fmt_factor(overall)} over {depth} layers"
+    if per_layer < 1:
+        return (f"gradients shrink x{_fmt_factor(per_layer)} per layer: x{_fmt_factor(overall)} over "
+                f"{depth} layers")
+    return f"gradients keep their size (x1 per layer) over {depth} layers"  # pragma: no cover
+
+
+def gradient_growth(act, depth=100, sigma_w2=1.76, sigma_b2=0.05, rho=1.0, residual=False, sigma_v2=1.0,
+                    sigma_a2=0.0, q0=None, method="auto") -> GradientGrowth:
+    """Growth of the mean squared gradient norm over depth (Schoenholz et al. 2017, Sec. 4).
+
+    Plain networks: going back one layer multiplies ``E||dE/dh^l||^2`` by
+    ``chi_1 / rho``, ``chi_1 = sigma_w2 E[phi'(sqrt(q^l) z)^2]`` (eq. 16; dropout with keep
+    probability rho, Sec. 5).  With ``q0=None`` the network is at its fixed point q*, so the
+    factor is the same at every layer and the ratio over L layers is ``(chi_1/rho)^L``; with a
+    given input variance ``q0``, ``q^l`` follows the variance map.
+
+    Residual networks (Yang & Schoenholz 2017), ``x^l = x^{l-1} + V phi(W x^{l-1} + b) + a``,
+    ``V ~ N(0, sigma_v2/N)``, ``a ~ N(0, sigma_a2)``: ``q^l = sigma_w2 p^{l-1} + sigma_b2``,
+    ``p^l = p^{l-1} + sigma_v2 E[phi(sqrt(q^l) z)^2] + sigma_a2`` (``p^0 = q0``, default 1),
+    and the factor of layer l is ``1 + sigma_v2 sigma_w2 E[phi'(sqrt(q^l) z)^2]``.
+
+    Parameters
+    ----------
+    act : Activation or str
+    depth : int
+    sigma_w2, sigma_b2 : float
+    rho : float
+        Dropout keep probability (plain networks).
+    residual : bool
+    sigma_v2, sigma_a2 : float
+        Variances of the residual branch's output weights and biases.
+    q0 : float, optional
+        Input variance (``p^0`` for residual networks).
+    method : {"auto", "exact", "quadrature"}
+
+    Returns
+    -------
+    GradientGrowth
+    """
+    act = activation(act)
+    act.derivative(1)
+    depth = _depth(depth)
+    rho = _validate.keep_probability(rho)
+    sw = float(_validate.nonnegative("sigma_w2", sigma_w2))
+    sb = float(_validate.nonnegative("sigma_b2", sigma_b2))
+    for name, v in (("sigma_w2", sigma_w2), ("sigma_b2", sigma_b2)):
+        if np.ndim(v) != 0:
+            raise ValueError(f"{name} must be a single number here")
+    layers = np.arange(1, depth + 1)
+    if residual:
+        if rho != 1.0:
+            raise ValueError("dropout (rho < 1) is not part of the residual-network theory here")
+        sv = float(_validate.nonnegative("sigma_v2", sigma_v2))
+        sa = float(_validate.nonnegative("sigma_a2", sigma_a2))
+        p = 1.0 if q0 is None else float(_validate.nonnegative("q0", q0))
+        q = np.empty(depth)
+        per = np.empty(depth)
+        for i in range(depth):
+            q[i] = sw * p + sb
+            v, d = (float(expectation(act, k, q[i], method=method)) for k in ("phi2", "dphi2"))
+            per[i] = 1.0 + sv * sw * d
+            p = p + sv * v + sa
+        total = np.cumprod(per)
+        return GradientGrowth(act.name, sw, sb, rho, True, sv, sa, layers, per, total, q, float(per[-1]))
+    if q0 is None:
+        qs = float(_q_star_flat(act, np.array([sw / rho]), np.array([sb]), np.ones(1), method)[0][0])
+        if not math.isfinite(qs):
+            raise ValueError(f"the variance of {act.name!r} diverges at sigma_w2 = {sw}, sigma_b2 = {sb} "
+                             "(no fixed point q*): give q0 to follow the layers explicitly")
+        q = np.full(depth, qs)
+        per = np.full(depth, sw * float(expectation(act, "dphi2", qs, method=method)) / rho)
+    else:
+        qcur = float(_validate.nonnegative("q0", q0))
+        q = np.empty(depth)
+        for i in range(depth):
+            q[i] = qcur
+            qcur = sw / rho * float(expectation(act, "phi2", qcur, method=method)) + sb
+        per = sw * expectation(act, "dphi2", q, method=method) / rho
+        qs = q[-1]
+    with np.errstate(over="ignore", under="ignore"):
+        total = np.exp(np.cumsum(np.log(per))) if np.all(per > 0) else np.cumprod(per)
+    return GradientGrowth(act.name, sw, sb, rho, False, None, None, layers, per, total, q, float(per[-1]))
