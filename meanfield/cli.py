@@ -196,14 +196,25 @@ def _cmd_phase(args) -> int:
     print("  " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
     ok = np.isfinite(crit)
     if ok.any():
-        print("  critical line chi_1 = 1 (order to chaos): sigma_w2 = "
-              f"{crit[ok][0]:.4g} at sigma_b2 = {sb[ok][0]:g} ... {crit[ok][-1]:.4g} at sigma_b2 = {sb[ok][-1]:g}")
+        if ok.sum() == 1:
+            print(f"  critical line chi_1 = 1 (order to chaos): only at sigma_b2 = {sb[ok][0]:g}, "
+                  f"sigma_w2 = {crit[ok][0]:.4g}")
+        else:
+            print("  critical line chi_1 = 1 (order to chaos): sigma_w2 = "
+                  f"{crit[ok][0]:.4g} at sigma_b2 = {sb[ok][0]:g} ... {crit[ok][-1]:.4g} at sigma_b2 = {sb[ok][-1]:g}")
         rows = np.unique(np.linspace(0, sb.size - 1, min(6, sb.size)).round().astype(int))
         print(f"    {'sigma_b2':>10} {'sigma_w2 crit':>14} {'trainable depth at 1.05x':>26}")
         for i in rows:
             d = depth_near[i]
-            print(f"    {sb[i]:>10.4g} {_fmt(float(crit[i])):>14} "
-                  f"{('~' + format(d, '.0f') + ' layers') if np.isfinite(d) else 'outside grid':>26}")
+            if np.isfinite(d):
+                text = f"~{d:.0f} layers"
+            elif not np.isfinite(crit[i]):
+                text = "no critical point"
+            elif not sw[0] <= 1.05 * crit[i] <= sw[-1]:
+                text = "outside grid"
+            else:
+                text = "unbounded" if d == np.inf else "undefined"
+            print(f"    {sb[i]:>10.4g} {_fmt(float(crit[i])):>14} {text:>26}")
         print("  On the line itself the trainable depth diverges (xi_c = inf); 5% into the chaotic phase "
               "it is the value above. Away from the line it falls fast: initialise on it.")
     else:

@@ -655,11 +655,12 @@ class PhaseDiagram:
         for i, t in enumerate(target):
             if np.isfinite(t) and self.sigma_w2[0] <= t <= self.sigma_w2[-1] and self.sigma_w2.size > 1:
                 row = self.trainable_depth[i]
-                if np.all(np.isfinite(row)):
-                    out[i] = np.interp(t, self.sigma_w2, row)
-                else:
-                    j = np.clip(np.searchsorted(self.sigma_w2, t), 1, self.sigma_w2.size - 1)
+                j = int(np.clip(np.searchsorted(self.sigma_w2, t), 1, self.sigma_w2.size - 1))
+                lo, hi = row[j - 1], row[j]
+                if np.isfinite(lo) and np.isfinite(hi):
                     out[i] = np.interp(t, self.sigma_w2[j - 1:j + 1], row[j - 1:j + 1])
+                else:  # an infinite or undefined neighbour (on the line, or divergent variance)
+                    out[i] = hi if t - self.sigma_w2[j - 1] > self.sigma_w2[j] - t else lo
         return out
 
     def plot(self, ax=None, **kwargs):

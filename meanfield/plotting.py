@@ -158,14 +158,16 @@ def plot_phase_diagram(diagram, ax=None, *, field="trainable_depth", contours=(1
     crit = np.asarray(diagram.critical_line, dtype=float)
     ok = np.isfinite(crit)
     if ok.any():
-        ax.plot(crit[ok], sb[ok], "-", color="crimson", lw=2.0, label=critical_label)
+        ax.plot(crit[ok], sb[ok], "-" if ok.sum() > 1 else "o", color="crimson", lw=2.0, ms=7, clip_on=False,
+                label=critical_label, zorder=6)
         ax.legend(loc="upper left", fontsize="small", frameon=True)
     ax.set_xlim(sw[0], sw[-1])
     ax.set_ylim(sb[0], sb[-1])
     ax.set_xlabel("$\\sigma_w^2$")
     ax.set_ylabel("$\\sigma_b^2$")
     name = getattr(diagram, "activation", "")
-    ax.set_title(title if title is not None else (f"{name}: ordered (left) / chaotic (right)" if name else ""))
+    default = f"{name}: ordered left of the line, chaotic right" + ("; hatched: q* diverges" if div.any() else "")
+    ax.set_title(title if title is not None else (default if name else ""), fontsize="medium")
     return fig, ax
 
 

@@ -226,3 +226,10 @@ def test_phase_labels_and_depths_consistent():
     np.testing.assert_array_equal(pd.trainable_depth, 6 * pd.xi_c)
     assert np.all(pd.c_star[pd.phase == "ordered"] == 1.0)
     np.testing.assert_array_equal(pd.chi_c[pd.phase == "ordered"], pd.chi_1[pd.phase == "ordered"])
+
+
+def test_critical_trainable_depth_interpolates_the_grid():
+    pd = phase_diagram("tanh", np.linspace(1.0, 5.0, 401), [0.05, 0.5, 1.0])
+    near = pd.critical_trainable_depth(0.05)
+    ref = mf.analyze("tanh", 1.05 * pd.critical_line, pd.sigma_b2).trainable_depth
+    np.testing.assert_allclose(near, ref, rtol=1e-2)  # linear interpolation on a 0.01 grid
