@@ -7,9 +7,7 @@ exist and by accurate adaptive quadrature otherwise.  Variances everywhere (sigm
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import empirical
 from .activations import Activation, activation, activation_names
-from .empirical import NetworkSpec, empirical_nngp, empirical_ntk
 from .expectations import expectation
 from .fixed_points import ConvergenceWarning, FixedPointInfo, c_star, q_star
 from .maps import c_map, chi_1, chi_c, cov_map, q_map, q_map_slope
@@ -46,6 +44,14 @@ __all__ = [
     "MeanFieldPoint",
     "ConvergenceWarning",
     "QuadratureWarning",
+    "phase_diagram",
+    "PhaseDiagram",
+    "load_phase_diagram",
+    "GridTooLargeError",
+    "propagate",
+    "Propagation",
+    "gradient_growth",
+    "GradientGrowth",
     "empirical",
     "NetworkSpec",
     "empirical_nngp",
@@ -55,10 +61,33 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    # plotting imports matplotlib: load it on first use, not at start-up
-    if name == "plotting":
-        import importlib
+# Heavier parts (numba kernels, scipy.stats, matplotlib) load on first use, so that a new
+# process that only needs the maps answers quickly.
+_LAZY = {
+    "phase_diagram": "diagram",
+    "PhaseDiagram": "diagram",
+    "load_phase_diagram": "diagram",
+    "GridTooLargeError": "diagram",
+    "propagate": "dynamics",
+    "Propagation": "dynamics",
+    "gradient_growth": "dynamics",
+    "GradientGrowth": "dynamics",
+    "NetworkSpec": "empirical",
+    "empirical_nngp": "empirical",
+    "empirical_ntk": "empirical",
+}
+_SUBMODULES = ("empirical", "plotting", "diagram", "dynamics")
 
-        return importlib.import_module(".plotting", __name__)
+
+def __getattr__(name):
+    import importlib
+
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'meanfield' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
