@@ -258,27 +258,36 @@ def c_star(act, sigma_w2, sigma_b2, rho=1.0, method="auto", full_output=False):
     sb = _validate.nonnegative("sigma_b2", sigma_b2)
     shape, (sw, sb) = _validate.broadcast(sw, sb)
     qs, _ = _q_star_flat(act, sw / rho, sb, np.ones_like(sw), method)
-    cs, slopes, conv = _c_star_flat(act, sw, sb, qs, rho, method)
+    cs, slopes, conv, evals = _c_star_flat(act, sw, sb, qs, rho, method)
     out = _validate.finish(cs, shape)
     if full_output:
-        info = FixedPointInfo(conv.reshape(shape), np.zeros(shape, dtype=int), np.isinf(qs).reshape(shape),
+        info = FixedPointInfo(conv.reshape(shape), evals.reshape(shape), np.isinf(qs).reshape(shape),
                               slopes.reshape(shape))
         return out, info
     return out
 
 
 def _c_star_flat(act, sw, sb, qs, rho, method):
-    """c* and chi_c at it, for each point, given q*."""
+    """c*, chi_c at it, convergence flags and map evaluations, for each point, given q*."""
     n = sw.size
     cs = np.empty(n)
     chi_c = np.empty(n)
     conv = np.ones(n, dtype=bool)
+    evals = np.zeros(n, dtype=int)
     for i in range(n):
-        cs[i], chi_c[i] = _c_star_point(act, sw[i], sb[i], qs[i], rho, method)
-    return cs, chi_c, conv
+        stats = {}
+        cs[i], chi_c[i] = _c_star_point(act, sw[i], sb[i], qs[i], rho, method, stats)
+        conv[i] = stats.get("converged", True)
+        evals[i] = stats.get("evaluations", 0)
+    if not conv.all():
+        warnings.warn(f"c_star did not converge for {np.count_nonzero(~conv)} point(s)", ConvergenceWarning,
+                      stacklevel=3)
+    return cs, chi_c, conv, evals
 
 
-def _c_star_point(act, w, b, qs, rho, method):
+def _c_star_point(act, w, b, qs, rho, method, stats=None):
+    """(c*, chi_c) at one point; ``stats`` (a dict), if given, receives convergence diagnostics."""
+    stats = {} if stats is None else stats
     if np.isinf(qs):
         lim = asymptotic_activation(act)
         if lim is None:
@@ -286,22 +295,24 @@ def _c_star_point(act, w, b, qs, rho, method):
                           "map has no limit, c* and chi_c are NaN", RuntimeWarning, stacklevel=4)
             return np.nan, np.nan
         v_inf = float(expectation(lim, "phi2", 1.0))
-        return _c_star_finite(lim, rho / v_inf, 1.0, rho, method)
+        return _c_star_finite(lim, rho / v_inf, 1.0, rho, method, stats)
     if qs == 0:
         # sigma_b2 -> 0 limit of the map near q* = 0: c -> rho a c + 1 - a, a = sigma_w2 phi'(0)^2 / rho
         d0 = float(expectation(act, "dphi2", 0.0, method=method)) if w > 0 else 0.0
         a = w * d0 / rho
         return (1.0 if rho == 1.0 else (1.0 - a) / (1.0 - rho * a)), w * d0
-    return _c_star_finite(act, w, qs, rho, method)
+    return _c_star_finite(act, w, qs, rho, method, stats)
 
 
-def _c_star_finite(act, w, qs, rho, method):
+def _c_star_finite(act, w, qs, rho, method, stats):
     v = float(expectation(act, "phi2", qs, method=method))
+    stats["evaluations"] = 0
 
     def chi_c_at(c):
         return float(w * expectation(act, "dcov", qs, qs, c=c, method=method))
 
     def G(c):
+        stats["evaluations"] += 1
         d = float(expectation(act, "half_sq_diff", qs, qs, c=c, method=method))
         return 1.0 - w * (v * (1.0 / rho - 1.0) + d) / (qs * (1.0 - c))
 
@@ -323,7 +334,9 @@ def _c_star_finite(act, w, qs, rho, method):
         if g_below >= 0:
             if g_below == 0:
                 return below, chi_c_at(below)
-            root = optimize.brentq(G, below, top, xtol=1e-16, rtol=4 * np.finfo(float).eps, maxiter=200)
+            root, res = optimize.brentq(G, below, top, xtol=1e-16, rtol=4 * np.finfo(float).eps, maxiter=200,
+                                        full_output=True, disp=False)
+            stats["converged"] = bool(res.converged)
             return root, chi_c_at(root)
         top = below
     return -1.0, chi_c_at(-1.0)

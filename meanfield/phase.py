@@ -107,7 +107,7 @@ def analyze(act, sigma_w2, sigma_b2, rho=1.0, method="auto") -> MeanFieldPoint:
     sb = _validate.nonnegative("sigma_b2", sigma_b2)
     shape, (sw, sb) = _validate.broadcast(sw, sb)
     qs, info = _q_star_flat(act, sw / rho, sb, np.ones_like(sw), method)
-    cs, chic, _ = _c_star_flat(act, sw, sb, qs, rho, method)
+    cs, chic, _, _ = _c_star_flat(act, sw, sb, qs, rho, method)
     chi1 = _chi_1_flat(act, sw, qs, method)
     q_slope = np.where(np.isinf(qs), np.inf, info.slope)
     xiq = np.where(np.isinf(qs), np.inf, _depth_scale(q_slope))

@@ -126,8 +126,10 @@ def test_full_output_reports_convergence():
     assert info.converged.all() and not info.diverged.any()
     assert np.all(np.abs(info.slope) < 1)
     np.testing.assert_allclose(info.slope, mf.q_map_slope(q, "tanh", [1.5, 3.0], 0.05), rtol=1e-14)
-    c, cinfo = mf.c_star("tanh", 3.0, 0.05, full_output=True)
-    assert cinfo.slope == pytest.approx(mf.chi_c("tanh", 3.0, 0.05), rel=1e-14)
+    c, cinfo = mf.c_star("tanh", [0.5, 3.0], 0.05, full_output=True)
+    assert cinfo.converged.all()
+    assert cinfo.iterations[0] == 0 and cinfo.iterations[1] > 3  # ordered: c* = 1 needs no search
+    assert cinfo.slope[1] == pytest.approx(mf.chi_c("tanh", 3.0, 0.05), rel=1e-14)
 
 
 def test_q_star_is_a_fixed_point_of_q_map():
