@@ -115,19 +115,11 @@ def _check_writable(path: str):
 def _save_figure(fig, path: str):
     """Save atomically: a temporary file in the same directory, then os.replace."""
     import os
-    import tempfile
 
-    directory = os.path.dirname(os.path.abspath(path))
+    from ._io import atomic_write
+
     ext = os.path.splitext(path)[1].lstrip(".") or "png"
-    fd, tmp = tempfile.mkstemp(prefix=".figure-", suffix="." + ext, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=ext, dpi=150)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda fh: fig.savefig(fh, format=ext, dpi=150), prefix=".figure-")
 
 
 class _ProgressBar:

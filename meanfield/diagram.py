@@ -51,7 +51,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable
@@ -61,6 +60,7 @@ import numba
 import numpy as np
 
 from . import _validate
+from ._io import atomic_write
 from .activations import Activation, activation
 from .expectations import expectation
 from .fixed_points import Q_MAX, _bracketed_roots, _c_star_point
@@ -679,7 +679,6 @@ class PhaseDiagram:
         ``path`` (``os.replace``): the file is complete or absent, never half-written.
         """
         path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
         arrays = {name: np.asarray(getattr(self, name), dtype=float) for name in _FIELDS}
         arrays.update(
             format=np.array(_FORMAT), activation=np.array(self.activation), rho=np.array(self.rho),
@@ -687,22 +686,7 @@ class PhaseDiagram:
             phase_names=np.array(PHASES), critical_line=self.critical_line,
             n_reference=np.array(self.n_reference),
         )
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".phase-diagram-", suffix=".tmp", dir=directory)
-        except OSError as err:
-            raise OSError(f"cannot write {path!r}: {err.strerror or err}") from err
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write(path, lambda fh: np.savez(fh, **arrays), prefix=".phase-diagram-")
         return path
 
     @classmethod
