@@ -63,8 +63,8 @@ from . import _validate
 from ._io import atomic_write
 from .activations import Activation, activation
 from .expectations import expectation
-from .fixed_points import Q_MAX, _bracketed_roots, _c_star_point
-from .phase import TRAINABLE_DEPTH_FACTOR, _depth_scale
+from .fixed_points import _bracketed_roots, _c_star_point, _q_star_search
+from .phase import TRAINABLE_DEPTH_FACTOR, _critical_search, _depth_scale
 from .symbolic import numeric
 
 __all__ = ["phase_diagram", "PhaseDiagram", "load_phase_diagram", "GridTooLargeError", "PHASES"]
@@ -408,50 +408,8 @@ class Engine:
 
     def q_star(self, w, b, q0=None):
         """Fixed point of q -> w V(q) + b reached from q0 (default 1), as the core's q_star."""
-        n = w.size
-        q0 = np.ones(n) if q0 is None else q0
-
-        def F(q, idx):
-            return w[idx] * self.one_dim(("phi2",), q)[0] + b[idx] - q
-
-        f0 = F(q0, np.arange(n))
-        lo, hi, flo, fhi = (np.zeros(n) for _ in range(4))
-        value = np.full(n, np.nan)
-        value[f0 == 0] = q0[f0 == 0]
-        up = np.flatnonzero(f0 > 0)
-        lo[up], flo[up] = q0[up], f0[up]
-        cur = np.maximum(q0[up] * _STEP, 1e-3)
-        while up.size:
-            fc = F(cur, up)
-            found = fc < -1e-13 * cur
-            hi[up[found]], fhi[up[found]] = cur[found], fc[found]
-            lo[up[~found]], flo[up[~found]] = cur[~found], fc[~found]
-            up, cur = up[~found], cur[~found] * _STEP
-            over = cur > Q_MAX
-            value[up[over]] = np.inf
-            up, cur = up[~over], cur[~over]
-        down = np.flatnonzero(f0 < 0)
-        hi[down], fhi[down] = q0[down], f0[down]
-        f_zero = F(np.zeros(down.size), down)
-        lo[down], flo[down] = 0.0, f_zero
-        zero_fp = down[f_zero == 0]
-        cur = q0[zero_fp] / _STEP
-        for _ in range(16):
-            if zero_fp.size == 0:
-                break
-            fc = F(cur, zero_fp)
-            found = fc > 0
-            lo[zero_fp[found]], flo[zero_fp[found]] = cur[found], fc[found]
-            hi[zero_fp[~found]], fhi[zero_fp[~found]] = cur[~found], fc[~found]
-            zero_fp, cur = zero_fp[~found], cur[~found] / _STEP
-        value[zero_fp] = 0.0
-        todo = np.flatnonzero(np.isnan(value))
-        converged = np.ones(n, dtype=bool)
-        if todo.size:
-            root, conv, _ = _bracketed_roots(lambda q, idx: F(q, todo[idx]), lo[todo], hi[todo], flo[todo],
-                                             fhi[todo])
-            value[todo] = root
-            converged[todo] = conv
+        q0 = np.ones(w.size) if q0 is None else q0
+        value, converged, _, _ = _q_star_search(lambda q: self.one_dim(("phi2",), q)[0], w, b, q0)
         return value, converged
 
     # ---- correlation fixed point ----
@@ -859,43 +817,5 @@ def _chunk(eng: Engine, act: Activation, w, b, rho):
 
 
 def _critical_sigma_w2(eng: Engine, sb, rho):
-    """sigma_w2 on chi_1 = 1 for each sigma_b2 (as :func:`meanfield.critical_sigma_w2`, with dropout).
-
-    On the line ``q* = sigma_w2/rho V(q*) + sigma_b2`` and ``sigma_w2 D1(q*) = 1``, so q* solves
-    ``q - V(q) / (rho D1(q)) = sigma_b2`` and ``sigma_w2 = 1 / D1(q*)``.
-    """
-    n = sb.size
-
-    def g(q, idx):
-        v, d = eng.one_dim(("phi2", "dphi2"), q)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(d > 0, q - v / (rho * np.where(d > 0, d, 1.0)), -np.inf) - sb[idx]
-
-    all_idx = np.arange(n)
-    lo = np.zeros(n)
-    flo = g(lo, all_idx)
-    hi = np.full(n, np.nan)
-    fhi = np.full(n, np.nan)
-    todo = np.flatnonzero(flo < 0)
-    cur = np.full(todo.size, 1e-3)
-    while todo.size:
-        fc = g(cur, todo)
-        found = fc >= 0
-        hi[todo[found]], fhi[todo[found]] = cur[found], fc[found]
-        lo[todo[~found]], flo[todo[~found]] = cur[~found], fc[~found]
-        todo, cur = todo[~found], cur[~found] * 8.0
-        over = cur > 1e12
-        todo, cur = todo[~over], cur[~over]
-    q_c = np.full(n, np.nan)
-    q_c[flo == 0] = lo[flo == 0]
-    solve = np.flatnonzero(np.isnan(q_c) & np.isfinite(hi))
-    if solve.size:
-        q_c[solve] = _bracketed_roots(lambda q, idx: g(q, solve[idx]), lo[solve], hi[solve], flo[solve],
-                                      fhi[solve])[0]
-    out = np.full(n, np.nan)
-    ok = np.isfinite(q_c)
-    if ok.any():
-        d = eng.one_dim(("dphi2",), q_c[ok])[0]
-        with np.errstate(divide="ignore"):
-            out[ok] = np.where(d > 0, 1.0 / d, np.nan)
-    return out
+    """sigma_w2 on chi_1 = 1 for each sigma_b2, from the tables (see :func:`meanfield.critical_sigma_w2`)."""
+    return _critical_search(lambda q: eng.one_dim(("phi2", "dphi2"), q), sb, rho)

@@ -146,11 +146,28 @@ def q_star(act, sigma_w2, sigma_b2, rho=1.0, q0=1.0, method="auto", full_output=
 
 
 def _q_star_flat(act: Activation, w, b, q0, method):
+    value, converged, iters, diverged = _q_star_search(
+        lambda q: expectation(act, "phi2", q, method=method), w, b, q0)
+    slope = np.full(w.size, np.nan)
+    fin = np.isfinite(value)
+    if act.dphi is not None and act.continuous:
+        slope[fin] = w[fin] * expectation(act, "slope", value[fin], method=method)
+    return value, FixedPointInfo(converged, iters, diverged, slope)
+
+
+def _q_star_search(phi2, w, b, q0):
+    """Fixed points of ``q -> w phi2(q) + b`` reached from ``q0``, for flat arrays of points.
+
+    ``phi2`` is a vectorised ``q -> E[phi(sqrt(q) z)^2]``.  Steps geometrically from q0 in the
+    direction the map moves until the sign of ``F = w phi2 + b - q`` changes (up to :data:`Q_MAX`,
+    beyond which the variance diverges), then closes the bracket.  Returns
+    ``(value, converged, iterations, diverged)``.
+    """
     n = w.size
     iters = np.zeros(n, dtype=int)
 
     def F(q, idx):
-        return w[idx] * expectation(act, "phi2", q, method=method) + b[idx] - q
+        return w[idx] * phi2(q) + b[idx] - q
 
     f0 = F(q0, np.arange(n))
     iters += 1
@@ -162,7 +179,7 @@ def _q_star_flat(act: Activation, w, b, q0, method):
     value[f0 == 0] = q0[f0 == 0]
     diverged = np.zeros(n, dtype=bool)
 
-    # upward: step until F <= 0
+    # upward: step until F < 0
     up = np.flatnonzero(f0 > 0)
     lo[up], flo[up] = q0[up], f0[up]
     cur = np.maximum(q0[up] * _STEP, 1e-3)
@@ -206,11 +223,7 @@ def _q_star_flat(act: Activation, w, b, q0, method):
         value[todo] = root
         converged[todo] = conv
         iters[todo] += it
-    slope = np.full(n, np.nan)
-    fin = np.isfinite(value)
-    if act.dphi is not None and act.continuous:
-        slope[fin] = w[fin] * expectation(act, "slope", value[fin], method=method)
-    return value, FixedPointInfo(converged, iters, diverged, slope)
+    return value, converged, iters, diverged
 
 
 # ----------------------------------------------------------------------------------------

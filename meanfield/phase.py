@@ -171,28 +171,46 @@ def critical_line(act, q_star, method="auto"):
     return _validate.finish(sw, shape), _validate.finish(sb, shape)
 
 
-def critical_sigma_w2(act, sigma_b2, method="auto"):
+def critical_sigma_w2(act, sigma_b2, rho=1.0, method="auto"):
     """The weight variance on the order-to-chaos line chi_1 = 1 for each bias variance.
 
-    Solves ``q - E[phi^2]/E[phi'^2] = sigma_b2`` for q* along :func:`critical_line`, then
-    ``sigma_w2 = 1 / E[phi'(sqrt(q*) z)^2]`` (Schoenholz et al. 2017, Fig. 1; tanh at
-    sigma_b2 = 0.05 gives 1.76).  NaN, with a warning, where no critical point exists (relu
-    for sigma_b2 > 0: its edge of chaos is the single point (sigma_b2, sigma_w2) = (0, 2)).
+    Solves ``q - E[phi^2] / (rho E[phi'^2]) = sigma_b2`` for q* along :func:`critical_line`,
+    then ``sigma_w2 = 1 / E[phi'(sqrt(q*) z)^2]`` (Schoenholz et al. 2017, Fig. 1; tanh at
+    sigma_b2 = 0.05 gives 1.76).  With dropout (``rho < 1``) the line is where chi_1 = 1 at the
+    dropout fixed point q*; the backward factor there is 1/rho.  NaN, with a warning, where no
+    critical point exists (relu for sigma_b2 > 0: its edge of chaos is the single point
+    (sigma_b2, sigma_w2) = (0, 2)).
     """
     act = activation(act)
+    rho = _validate.keep_probability(rho)
     sb = _validate.nonnegative("sigma_b2", sigma_b2)
     shape = sb.shape
     sb = sb.ravel()
+    out = _critical_search(lambda q: (expectation(act, "phi2", q, method=method),
+                                      expectation(act, "dphi2", q, method=method)), sb, rho)
+    ok = np.isfinite(out)
+    if not ok.all():
+        warnings.warn(f"no critical point (chi_1 = 1) of {act.name!r} for sigma_b2 = "
+                      f"{sb[~ok][:3].tolist()}{'...' if (~ok).sum() > 3 else ''}", RuntimeWarning, stacklevel=2)
+    return _validate.finish(out, shape)
+
+
+def _critical_search(one_dim, sb, rho):
+    """sigma_w2 with chi_1 = 1 for each sigma_b2 in a flat array; NaN where there is none.
+
+    ``one_dim(q)`` returns ``(E[phi(sqrt(q) z)^2], E[phi'(sqrt(q) z)^2])``.  On the line
+    ``q* = sigma_w2/rho V(q*) + sigma_b2`` and ``sigma_w2 D(q*) = 1``, so q* solves
+    ``g(q) = q - V(q) / (rho D(q)) - sigma_b2 = 0``: stepped up from 0 until g changes sign.
+    """
     n = sb.size
 
     def g(q, idx):
-        d = expectation(act, "dphi2", q, method=method)
+        v, d = one_dim(q)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(d > 0, q - expectation(act, "phi2", q, method=method) / d, -np.inf) - sb[idx]
+            return np.where(d > 0, q - v / (rho * np.where(d > 0, d, 1.0)), -np.inf) - sb[idx]
 
-    all_idx = np.arange(n)
     lo = np.zeros(n)
-    flo = g(lo, all_idx)
+    flo = g(lo, np.arange(n))
     hi = np.full(n, np.nan)
     fhi = np.full(n, np.nan)
     todo = np.flatnonzero(flo < 0)
@@ -214,8 +232,7 @@ def critical_sigma_w2(act, sigma_b2, method="auto"):
     out = np.full(n, np.nan)
     ok = np.isfinite(q_c)
     if ok.any():
-        out[ok] = 1.0 / expectation(act, "dphi2", q_c[ok], method=method)
-    if not ok.all():
-        warnings.warn(f"no critical point (chi_1 = 1) of {act.name!r} for sigma_b2 = "
-                      f"{sb[~ok][:3].tolist()}{'...' if (~ok).sum() > 3 else ''}", RuntimeWarning, stacklevel=2)
-    return _validate.finish(out, shape)
+        d = one_dim(q_c[ok])[1]
+        with np.errstate(divide="ignore"):
+            out[ok] = np.where(d > 0, 1.0 / d, np.nan)
+    return out

@@ -60,3 +60,11 @@ def test_analyze_broadcasts_and_labels_phases():
     d = mf.analyze("tanh", 1.5, 0.05).as_dict()
     assert isinstance(d["q_star"], float) and d["phase"] == "ordered"
     assert mf.xi_q("tanh", 1.5, 0.05) == pytest.approx(d["xi_q"])
+
+
+def test_critical_line_with_dropout():
+    # with dropout the line is chi_1 = 1 at the dropout fixed point q* = sigma_w2/rho V(q*) + sigma_b2
+    sb2 = np.array([0.05, 0.5])
+    sw2 = mf.critical_sigma_w2("tanh", sb2, rho=0.8)
+    np.testing.assert_allclose(mf.chi_1("tanh", sw2, sb2, rho=0.8), 1.0, rtol=1e-10)
+    assert np.all(sw2 != mf.critical_sigma_w2("tanh", sb2))
