@@ -52,6 +52,11 @@ __all__ = [
     "Propagation",
     "gradient_growth",
     "GradientGrowth",
+    "nngp",
+    "ntk",
+    "NNGPRegressor",
+    "NNGPClassifier",
+    "KernelWarning",
     "empirical",
     "NetworkSpec",
     "empirical_nngp",
@@ -75,8 +80,13 @@ _LAZY = {
     "NetworkSpec": "empirical",
     "empirical_nngp": "empirical",
     "empirical_ntk": "empirical",
+    "nngp": "kernels",
+    "ntk": "kernels",
+    "NNGPRegressor": "kernels",
+    "NNGPClassifier": "kernels",
+    "KernelWarning": "kernels",
 }
-_SUBMODULES = ("empirical", "plotting", "diagram", "dynamics")
+_SUBMODULES = ("empirical", "plotting", "diagram", "dynamics", "kernels")
 
 
 def __getattr__(name):
