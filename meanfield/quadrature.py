@@ -64,6 +64,8 @@ Z_RANGE = 10.0
 _CUTS_SD = np.array([-6.0, -3.0, -1.5, 0.0, 1.5, 3.0, 6.0])
 _CUTS_ABS = np.array([-5.0, -2.0, 0.0, 2.0, 5.0])
 _MAX_ROUNDS = 60
+#: Outer cuts around the preimage of an inner kink, in conditional standard deviations.
+_KINK_CUTS = (0.0, -0.7, 0.7, -2.0, 2.0, -5.0, 5.0)
 
 
 class QuadratureWarning(UserWarning):
@@ -279,9 +281,14 @@ def expect_2d(h, q1, q2, q12=None, kinks1=(), kinks2=(), exp_rate=0.0, rtol=RTOL
         csd = np.sqrt(cond_var[full])
         breaks, owner = _gauss_panels(np.zeros(full.size), sd1, kinks1, exp_rate)
         extra = []
-        for k in kinks2:  # where the inner smoothing is narrow, H(u1) bends near beta u1 = k
-            with np.errstate(divide="ignore"):
-                extra.append(np.where(b != 0, k / np.where(b != 0, b, 1.0), np.nan))
+        # where the inner smoothing is narrow, H(u1) bends within a few conditional standard
+        # deviations (in u1: csd/|beta|) of beta u1 = k: cut there, at the scale of the bend
+        safe_b = np.where(b != 0, b, 1.0)
+        for k in kinks2:
+            centre = np.where(b != 0, k / safe_b, np.nan)
+            width = csd / np.abs(safe_b)
+            for m in _KINK_CUTS:
+                extra.append(centre + m * width)
         if extra:
             breaks, owner = _split_at(breaks, owner, np.stack(extra, axis=1))
         norm = 1.0 / (np.sqrt(2.0 * np.pi) * sd1)

@@ -110,3 +110,29 @@ def test_unreachable_tolerance_warns():
         warnings.simplefilter("error")
         with pytest.raises(QuadratureWarning):
             expect_1d(lambda u: np.sin(u * 1e3) + 1e-3 * rng.standard_normal(u.shape), 0.0, 1.0)
+
+
+def _hard_tanh_cov_mp(q1, q2, c):
+    """E[clip(u1) clip(u2)] with the inner expectation in closed form, outer by mpmath."""
+    mp.mp.dps = 25
+    q1, q2, c = mp.mpf(q1), mp.mpf(q2), mp.mpf(c)
+    beta = c * mp.sqrt(q2 / q1)
+    s = mp.sqrt(q2 * (1 - c) * (1 + c))
+
+    def inner(u1):  # E[clip(m + s Z)]
+        m = beta * u1
+        a, b = (-1 - m) / s, (1 - m) / s
+        mid = m * (mp.ncdf(b) - mp.ncdf(a)) - s * (mp.npdf(b) - mp.npdf(a))
+        return -mp.ncdf(a) + (1 - mp.ncdf(b)) + mid
+
+    pts = sorted({-mp.inf, mp.inf, -1, 1, *(k / beta + t * s / abs(beta) for k in (-1, 1) for t in (-3, 0, 3))})
+    f = lambda u: max(-1, min(1, u)) * inner(u) * mp.exp(-u * u / (2 * q1))  # noqa: E731
+    return mp.quad(f, pts) / mp.sqrt(2 * mp.pi * q1)
+
+
+@pytest.mark.parametrize("theta", [1e-5, 1e-3, np.pi / 4, np.pi - 1e-3, np.pi - 1e-4])
+def test_kinked_bivariate_near_full_correlation(theta):
+    c = np.cos(theta)
+    ours = expect_2d(lambda a, b: np.clip(a, -1, 1) * np.clip(b, -1, 1), 1.0, 1.3, kinks1=(-1.0, 1.0),
+                     kinks2=(-1.0, 1.0), corr=c)
+    assert abs(ours - float(_hard_tanh_cov_mp(1.0, 1.3, c))) < 1e-12
