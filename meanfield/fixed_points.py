@@ -179,22 +179,35 @@ def _q_star_search(phi2, w, b, q0):
     value[f0 == 0] = q0[f0 == 0]
     diverged = np.zeros(n, dtype=bool)
 
-    # upward: step until F < 0
+    # upward: step until F < 0.  Each step extrapolates the secant through the last two
+    # points to F = 0 (overshooting the root for the usual concave F, creeping up to it for a
+    # convex one), clipped to [1.05, 8] times the current point; the first step doubles the map's.
     up = np.flatnonzero(f0 > 0)
     lo[up], flo[up] = q0[up], f0[up]
-    cur = np.maximum(q0[up] * _STEP, 1e-3)
+    prev_q, prev_f = q0[up], f0[up]
+    cur = np.clip(q0[up] + 2.0 * f0[up], 1.05 * q0[up], _STEP * q0[up])
+    cur = np.maximum(cur, 1e-3)
     while up.size:
         fc = F(cur, up)
         iters[up] += 1
-        # below -1e-13 cur: a sign, not the rounding of w V + b - q at large q
+        # |F| below 1e-13 cur is the rounding of w V + b - q, not a sign: such a point neither
+        # closes the bracket nor moves its lower end, and the search jumps on by the full step
         found = fc < -1e-13 * cur
+        clear = fc > 1e-13 * cur
         hi[up[found]], fhi[up[found]] = cur[found], fc[found]
-        lo[up[~found]], flo[up[~found]] = cur[~found], fc[~found]
-        up, cur = up[~found], cur[~found] * _STEP
+        lo[up[clear]], flo[up[clear]] = cur[clear], fc[clear]
+        keep = ~found
+        up, cur, fc, clear, prev_q, prev_f = up[keep], cur[keep], fc[keep], clear[keep], prev_q[keep], prev_f[keep]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            secant = (fc - prev_f) / (cur - prev_q)
+            target = np.where(clear & (secant < 0), cur - fc / secant, np.inf)
+        prev_q, prev_f = np.where(clear, cur, prev_q), np.where(clear, fc, prev_f)
+        cur = np.clip(np.nan_to_num(target, nan=np.inf, posinf=np.inf), 1.05 * cur, _STEP * cur)
         over = cur > Q_MAX
         diverged[up[over]] = True
         value[up[over]] = np.inf
-        up, cur = up[~over], cur[~over]
+        keep = ~over
+        up, cur, prev_q, prev_f = up[keep], cur[keep], prev_q[keep], prev_f[keep]
 
     # downward: F(0) = w phi(0)^2 + b >= 0
     down = np.flatnonzero(f0 < 0)

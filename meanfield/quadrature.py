@@ -106,11 +106,16 @@ def integrate(func, breaks, owner, n, rtol=RTOL, atol=0.0, max_panels=400):
     length = np.bincount(owner, weights=right - left, minlength=n)
     panels = np.bincount(owner, minlength=n).astype(float)
     converged = np.ones(n, dtype=bool)
+    overflow = np.zeros(n)
     for _ in range(_MAX_ROUNDS):
         half = 0.5 * (right - left)
         mid = 0.5 * (right + left)
         u = mid[:, None] + half[:, None] * NODES
         f, f_abs = _values(func(u, owner))
+        big = ~np.isfinite(f).all(axis=1)
+        if big.any():  # the integrand overflows: the integral is +-inf
+            overflow[owner[big]] = np.sign(np.nansum(f[big], axis=1))
+            f[big], f_abs[big] = 0.0, 0.0
         res_k = f @ W_KRONROD * half
         res_g = f @ W_GAUSS * half
         res_abs = f_abs @ W_KRONROD * np.abs(half)
@@ -130,6 +135,7 @@ def integrate(func, breaks, owner, n, rtol=RTOL, atol=0.0, max_panels=400):
         frac = (right - left) / np.where(length[owner] > 0, length[owner], 1.0)
         share = 0.5 * np.maximum(rtol * (res_abs + absval[owner] * frac), atol[owner] * frac)
         close = done_int[owner] | (err <= share) | (half <= 4 * _EPS * np.maximum(np.abs(mid), _TINY))
+        close |= overflow[owner] != 0
         too_many = panels[owner] > max_panels
         close |= too_many
         np.add.at(total, owner[close], res_k[close])
@@ -152,6 +158,8 @@ def integrate(func, breaks, owner, n, rtol=RTOL, atol=0.0, max_panels=400):
         np.add.at(err_done, owner, np.abs(f @ W_KRONROD - f @ W_GAUSS) * half)
         converged[np.unique(owner)] = False
     converged &= err_done <= np.maximum(np.maximum(rtol * abs_done, atol) * 10.0, _TINY)
+    hit = overflow != 0
+    total[hit], abs_done[hit], converged[hit] = overflow[hit] * np.inf, np.inf, True
     return total, abs_done, converged
 
 
@@ -162,8 +170,8 @@ def _values(result):
     else:
         f = np.asarray(result, dtype=float)
         f_abs = np.abs(f)
-    if not np.all(np.isfinite(f)):
-        raise FloatingPointError("integrand is not finite at some quadrature nodes")
+    if np.isnan(f).any():
+        raise FloatingPointError("integrand is NaN at some quadrature nodes")
     return f, f_abs
 
 
@@ -221,7 +229,9 @@ def expect_1d(F, mean, var, kinks=(), exp_rate=0.0, rtol=RTOL, jumps=True):
 
         def integrand(u, own):
             zz = (u - m[own, None]) / sd[own, None]
-            return F(u) * (np.exp(-0.5 * zz * zz) * norm[own, None])
+            w = np.exp(-0.5 * zz * zz) * norm[own, None]
+            with np.errstate(invalid="ignore", over="ignore"):
+                return np.where(w > 0, F(u) * w, 0.0)
 
         val, _, ok = integrate(integrand, breaks, owner, idx.size, rtol)
         _warn(ok, "Gaussian expectation")

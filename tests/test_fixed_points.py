@@ -138,3 +138,21 @@ def test_q_star_is_a_fixed_point_of_q_map():
         qs = mf.q_star(name, sw, 0.4)
         fin = np.isfinite(qs)
         np.testing.assert_allclose(mf.q_map(qs[fin], name, sw[fin], 0.4), qs[fin], rtol=1e-13)
+
+
+def test_exponential_growth_fixed_point_and_overflow():
+    # phi = exp(x) + 1/2: E[phi^2] = e^{2q} + e^{q/2} + 1/4 in closed form.  From q0 = 0.5 the
+    # iteration reaches the stable root near 0.572; from q0 = 1 (beyond the unstable root) it diverges.
+    from scipy import optimize
+
+    ref = optimize.brentq(lambda q: 0.1 * (np.exp(2 * q) + np.exp(q / 2) + 0.25) + 0.1 - q, 0.5, 0.7, xtol=1e-15)
+    assert mf.q_star("exp(x) + 0.5", 0.1, 0.1, q0=0.5) == pytest.approx(ref, rel=1e-12)
+    assert mf.q_star("exp(x) + 0.5", 0.1, 0.1, q0=1.0) == np.inf
+    for expr in ("2*exp(x)", "x*exp(x)", "cosh(x)"):
+        assert mf.q_star(expr, 0.5, 0.1) == np.inf  # the integrand overflows: a result, not a crash
+
+
+def test_near_marginal_relu_is_found_quickly():
+    q, info = mf.q_star("relu", [1.999, 1.99], [0.1, 0.3], full_output=True)
+    np.testing.assert_allclose(q, [0.1 / (1 - 1.999 / 2), 0.3 / (1 - 1.99 / 2)], rtol=1e-12)
+    assert info.iterations.max() < 20
