@@ -223,7 +223,7 @@ def _q_star_search(phi2, w, b, q0):
             break
         fc = F(cur, zero_fp)
         iters[zero_fp] += 1
-        found = fc > 0
+        found = fc > 1e-13 * cur  # a sign, not rounding
         lo[zero_fp[found]], flo[zero_fp[found]] = cur[found], fc[found]
         hi[zero_fp[~found]], fhi[zero_fp[~found]] = cur[~found], fc[~found]
         zero_fp, cur = zero_fp[~found], cur[~found] / _STEP

@@ -17,7 +17,7 @@ import numpy as np
 from . import _validate
 from .activations import activation
 from .expectations import expectation
-from .fixed_points import _bracketed_roots, _c_star_flat, _q_star_flat
+from .fixed_points import _bracketed_roots, _c_star_flat, _q_star_flat, _q_star_search
 from .maps import _chi_1_flat
 
 __all__ = [
@@ -195,44 +195,53 @@ def critical_sigma_w2(act, sigma_b2, rho=1.0, method="auto"):
     return _validate.finish(out, shape)
 
 
-def _critical_search(one_dim, sb, rho):
+def _critical_search(one_dim, sb, rho, q0=1.0):
     """sigma_w2 with chi_1 = 1 for each sigma_b2 in a flat array; NaN where there is none.
 
     ``one_dim(q)`` returns ``(E[phi(sqrt(q) z)^2], E[phi'(sqrt(q) z)^2])``.  On the line
     ``q* = sigma_w2/rho V(q*) + sigma_b2`` and ``sigma_w2 D(q*) = 1``, so q* solves
-    ``g(q) = q - V(q) / (rho D(q)) - sigma_b2 = 0``: stepped up from 0 until g changes sign.
+    ``h(q) = q - V(q) / (rho D(q)) = sigma_b2``.  Every sign change of ``h - sigma_b2`` on a
+    geometric grid of q is a candidate, taken in increasing q; a candidate is accepted only if it
+    is the fixed point the variance iteration reaches from ``q0`` at that sigma_w2 (for gelu,
+    swish, mish some roots are unstable fixed points, or are not reached from q0).
     """
     n = sb.size
+    grid = np.concatenate([[0.0], 1e-3 * 8.0 ** np.arange(18)])
 
-    def g(q, idx):
+    def h(q):
         v, d = one_dim(q)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(d > 0, q - v / (rho * np.where(d > 0, d, 1.0)), -np.inf) - sb[idx]
+            return np.where(d > 0, q - v / (rho * np.where(d > 0, d, 1.0)), -np.inf)
 
-    lo = np.zeros(n)
-    flo = g(lo, np.arange(n))
-    hi = np.full(n, np.nan)
-    fhi = np.full(n, np.nan)
-    todo = np.flatnonzero(flo < 0)
-    cur = np.full(todo.size, 1e-3)
-    while todo.size:
-        fc = g(cur, todo)
-        found = fc >= 0
-        hi[todo[found]], fhi[todo[found]] = cur[found], fc[found]
-        lo[todo[~found]], flo[todo[~found]] = cur[~found], fc[~found]
-        todo, cur = todo[~found], cur[~found] * 8.0
-        over = cur > 1e12
-        todo, cur = todo[~over], cur[~over]
-    q_c = np.full(n, np.nan)
-    q_c[flo == 0] = lo[flo == 0]
-    solve = np.flatnonzero(np.isnan(q_c) & np.isfinite(hi))
-    if solve.size:
-        q_c[solve] = _bracketed_roots(lambda q, idx: g(q, solve[idx]), lo[solve], hi[solve], flo[solve],
-                                      fhi[solve])[0]
+    g = h(grid)[None, :] - sb[:, None]  # (n, grid)
     out = np.full(n, np.nan)
-    ok = np.isfinite(q_c)
-    if ok.any():
-        d = one_dim(q_c[ok])[1]
+    open_ = np.ones(n, dtype=bool)
+    for k in range(grid.size - 1):
+        at_node = open_ & (g[:, k] == 0)
+        crossing = open_ & ~at_node & (np.sign(g[:, k]) * np.sign(g[:, k + 1]) < 0)
+        rows = np.flatnonzero(at_node | crossing)
+        if rows.size == 0:
+            continue
+        q_c = np.where(at_node[rows], grid[k], np.nan)
+        solve = np.flatnonzero(crossing[rows])
+        if solve.size:
+            r = rows[solve]
+            q_c[solve] = _bracketed_roots(lambda q, idx, r=r: h(q) - sb[r[idx]], np.full(r.size, grid[k]),
+                                          np.full(r.size, grid[k + 1]), g[r, k], g[r, k + 1])[0]
+        d = one_dim(q_c)[1]
         with np.errstate(divide="ignore"):
-            out[ok] = np.where(d > 0, 1.0 / d, np.nan)
+            sw = np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), np.nan)
+        ok = np.isfinite(sw)
+        reached = np.full(rows.size, np.nan)
+        if ok.any():
+            reached[ok] = _q_star_search(lambda q: one_dim(q)[0], sw[ok] / rho, sb[rows[ok]],
+                                         np.full(np.count_nonzero(ok), float(q0)))[0]
+        # accepted if chi_1 = 1 at the fixed point actually reached (for relu every q is fixed)
+        chi_reached = np.full(rows.size, np.nan)
+        fin = ok & np.isfinite(reached)
+        if fin.any():
+            chi_reached[fin] = sw[fin] * one_dim(reached[fin])[1]
+        good = fin & (np.abs(chi_reached - 1.0) <= 1e-9)
+        out[rows[good]] = sw[good]
+        open_[rows[good]] = False
     return out

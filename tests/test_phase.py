@@ -1,5 +1,7 @@
 """Critical line, depth scales and the all-at-once summary."""
 
+import warnings
+
 import numpy as np
 import pytest
 import reference as R
@@ -68,3 +70,21 @@ def test_critical_line_with_dropout():
     sw2 = mf.critical_sigma_w2("tanh", sb2, rho=0.8)
     np.testing.assert_allclose(mf.chi_1("tanh", sw2, sb2, rho=0.8), 1.0, rtol=1e-10)
     assert np.all(sw2 != mf.critical_sigma_w2("tanh", sb2))
+
+
+def test_critical_line_of_unbounded_activations_is_on_the_attracting_branch():
+    # gelu, swish, mish have an unstable fixed point too; the critical point must be the fixed
+    # point the iteration reaches (from q0 = 1), where analyze finds chi_1 = 1.
+    sb2 = np.array([0.0, 0.1, 1 / 3, 1.0])
+    for name in ["gelu", "swish", "mish", "elu", "hard_tanh"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sw2 = mf.critical_sigma_w2(name, sb2)
+        ok = np.isfinite(sw2)
+        assert ok.sum() >= 1
+        p = mf.analyze(name, sw2[ok], sb2[ok])
+        np.testing.assert_allclose(p.chi_1, 1.0, rtol=1e-9)
+        assert set(p.phase) == {"critical"}
+    # gelu at sigma_b2 = 0.1: the attracting branch jumps to divergence before chi_1 reaches 1
+    with pytest.warns(RuntimeWarning, match="no critical point"):
+        assert np.isnan(mf.critical_sigma_w2("gelu", 0.1))
