@@ -244,6 +244,15 @@ def _q_star_search(phi2, w, b, q0):
 # ----------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
+def _two_slopes(s_plus: float, s_minus: float) -> Activation:
+    """``s+ relu(x) - s- relu(-x)``: slope s+ for x > 0 and s- for x < 0."""
+    a, b = (sp.nsimplify(s, rational=True, tolerance=1e-12) for s in (s_plus, s_minus))
+    relu_x = sp.Piecewise((x, x > 0), (0, True))
+    relu_mx = sp.Piecewise((-x, x < 0), (0, True))
+    return activation(a * relu_x - b * relu_mx)
+
+
 @functools.lru_cache(maxsize=32)
 def asymptotic_activation(act: Activation) -> Activation | None:
     """The piecewise-linear activation phi approaches at large |x|, or None.
@@ -251,14 +260,20 @@ def asymptotic_activation(act: Activation) -> Activation | None:
     With slopes ``s+ = phi'(+inf)`` and ``s- = phi'(-inf)``: ``s+ relu(x) - s- relu(-x)``.
     It governs the correlation map when q_star is infinite (degree-1 homogeneity).
     """
-    if act.slopes is None:
+    if act.slopes is None or act.slopes == (0.0, 0.0):
         return None
-    sp_, sm = (sp.nsimplify(s, rational=True, tolerance=1e-12) for s in act.slopes)
-    if sp_ == 0 and sm == 0:
-        return None
-    relu_x = sp.Piecewise((x, x > 0), (0, True))
-    relu_mx = sp.Piecewise((-x, x < 0), (0, True))
-    return activation(sp_ * relu_x - sm * relu_mx)
+    return _two_slopes(*act.slopes)
+
+
+@functools.lru_cache(maxsize=32)
+def local_activation(act: Activation) -> Activation:
+    """The piecewise-linear activation phi looks like near 0: slopes phi'(0+) and phi'(0-).
+
+    It governs the correlation map in the limit q* -> 0 (sigma_b2 -> 0 with phi(0) = 0).
+    """
+    dphi = act.derivative(1)
+    s_plus, s_minus = (float(v) for v in dphi(np.array([1e-150, -1e-150])))
+    return _two_slopes(s_plus, s_minus)
 
 
 def c_star(act, sigma_w2, sigma_b2, rho=1.0, method="auto", full_output=False):
@@ -272,7 +287,8 @@ def c_star(act, sigma_w2, sigma_b2, rho=1.0, method="auto", full_output=False):
     Where q* is infinite the map is its limit for the asymptotically linear activation
     (:func:`asymptotic_activation`); if phi grows faster than linearly there is no limit and
     the result is NaN, with a warning.  With ``q* = 0`` (sigma_b2 = 0, phi(0) = 0) the map is
-    its linearisation ``c -> rho c``: c* = 1 without dropout and 0 with it.
+    its ``sigma_b2 -> 0`` limit, the map of the local piecewise-linear form of phi at 0
+    (:func:`local_activation`): c* = 1 without dropout.
 
     Returns
     -------
@@ -323,10 +339,12 @@ def _c_star_point(act, w, b, qs, rho, method, stats=None):
         v_inf = float(expectation(lim, "phi2", 1.0))
         return _c_star_finite(lim, rho / v_inf, 1.0, rho, method, stats)
     if qs == 0:
-        # sigma_b2 -> 0 limit of the map near q* = 0: c -> rho a c + 1 - a, a = sigma_w2 phi'(0)^2 / rho
-        d0 = float(expectation(act, "dphi2", 0.0, method=method)) if w > 0 else 0.0
-        a = w * d0 / rho
-        return (1.0 if rho == 1.0 else (1.0 - a) / (1.0 - rho * a)), w * d0
+        # the sigma_b2 -> 0 limit: near q* = 0 phi acts as its local piecewise-linear form psi and
+        # the map is c -> sigma_w2 E[psi psi](1, 1, c) + 1 - sigma_w2/rho E[psi^2](1): the finite
+        # problem for psi at q = 1
+        if w == 0:
+            return 1.0, 0.0
+        return _c_star_finite(local_activation(act), w, 1.0, rho, method, stats)
     return _c_star_finite(act, w, qs, rho, method, stats)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from . import _validate
 from .activations import activation
 from .expectations import expectation
-from .fixed_points import _c_star_flat, _q_star_flat, asymptotic_activation
+from .fixed_points import _c_star_flat, _q_star_flat, asymptotic_activation, local_activation
 
 __all__ = ["q_map", "q_map_slope", "cov_map", "c_map", "chi_1", "chi_c"]
 
@@ -107,7 +107,9 @@ def c_map(c, act, sigma_w2, sigma_b2, q=None, rho=1.0, method="auto"):
     ``u1, u2`` have variance ``q`` and correlation ``c``; ``q' = q_map(q)`` is the next layer's
     variance (equal to q at the fixed point).  ``q`` defaults to q_star.  Where q is infinite the
     map is its limit (see :func:`meanfield.fixed_points.c_star`); at ``q = 0`` with
-    ``sigma_b2 = 0`` and ``phi(0) = 0`` it is the linearisation ``c -> rho c``.
+    ``sigma_b2 = 0`` and ``phi(0) = 0`` it is the ``sigma_b2 -> 0`` limit at q* = 0,
+    ``c -> sigma_w2 E[psi psi] + 1 - sigma_w2/rho E[psi^2]`` for the local piecewise-linear form
+    psi of phi at 0 (unit variances).
     """
     act, sw, sb, rho = _common(act, sigma_w2, sigma_b2, rho)
     c = _validate.correlation("c", c)
@@ -134,7 +136,13 @@ def c_map(c, act, sigma_w2, sigma_b2, q=None, rho=1.0, method="auto"):
         num = swf * expectation(act, "cov", qf, qf, c=cf, method=method) + sbf
         den = swf / rho * expectation(act, "phi2", qf, method=method) + sbf
         with np.errstate(divide="ignore", invalid="ignore"):
-            out[fin] = np.where(den > 0, num / np.where(den > 0, den, 1.0), rho * cf)
+            ratio = num / np.where(den > 0, den, 1.0)
+        zero = den <= 0
+        if zero.any():
+            psi = local_activation(act)
+            ratio[zero] = (swf[zero] * expectation(psi, "cov", 1.0, 1.0, c=cf[zero])
+                           + 1.0 - swf[zero] / rho * expectation(psi, "phi2", 1.0))
+        out[fin] = ratio
     return _validate.finish(out, shape)
 
 

@@ -156,3 +156,16 @@ def test_near_marginal_relu_is_found_quickly():
     q, info = mf.q_star("relu", [1.999, 1.99], [0.1, 0.3], full_output=True)
     np.testing.assert_allclose(q, [0.1 / (1 - 1.999 / 2), 0.3 / (1 - 1.99 / 2)], rtol=1e-12)
     assert info.iterations.max() < 20
+
+
+def test_zero_variance_with_dropout_is_the_small_bias_limit():
+    # at sigma_b2 = 0 (q* = 0) c* and chi_c are the sigma_b2 -> 0 limits, checked at sigma_b2 = 1e-12
+    for name, sw in [("relu", 1.0), ("tanh", 0.4), ("abs", 0.5), ("leaky_relu", 1.0)]:
+        c0, info0 = mf.c_star(name, sw, 0.0, rho=0.9, full_output=True)
+        c1, info1 = mf.c_star(name, sw, 1e-12, rho=0.9, full_output=True)
+        assert c0 == pytest.approx(c1, rel=1e-9, abs=1e-12)
+        assert info0.slope == pytest.approx(info1.slope, rel=1e-9)
+        assert mf.c_map(c0, name, sw, 0.0, q=0.0, rho=0.9) == pytest.approx(c0, rel=1e-12)
+    # relu: the limit map is c -> sigma_w2 J1(c) + 1 - sigma_w2 / (2 rho), arc-cosine J1
+    th = np.arccos(c0 := mf.c_star("relu", 1.0, 0.0, rho=0.9))
+    assert (np.sin(th) + (np.pi - th) * c0) / (2 * np.pi) + 1 - 1 / 1.8 == pytest.approx(c0, rel=1e-12)
