@@ -4,31 +4,46 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["nonnegative", "correlation", "keep_probability", "broadcast", "finish"]
+__all__ = ["nonnegative", "scalar", "correlation", "keep_probability", "broadcast", "finish"]
 
 
-def _as_float_array(name, value):
+def _as_float_array(name, value, allow_empty=False):
+    if value is None:
+        raise ValueError(f"{name} is required: give a number or an array of numbers")
     try:
+        if isinstance(value, (str, bytes)) or np.iscomplexobj(value):
+            raise ValueError(f"{name} must be a real number or an array of real numbers, got {value!r}")
         arr = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number or an array of numbers, got {type(value).__name__}") from None
-    if arr.size == 0:
+    except ValueError as err:
+        if str(err).startswith(name):
+            raise
+        raise ValueError(f"{name} must be a number or a regular array of numbers, got {value!r}") from None
+    except TypeError:
+        raise ValueError(f"{name} must be a number or a regular array of numbers, got {type(value).__name__}") from None
+    if arr.size == 0 and not allow_empty:
         raise ValueError(f"{name} is empty")
     return arr
 
 
-def nonnegative(name, value):
+def nonnegative(name, value, allow_empty=False):
     """A finite, non-negative float array, or ValueError naming ``name``."""
-    arr = _as_float_array(name, value)
+    arr = _as_float_array(name, value, allow_empty)
     bad = ~np.isfinite(arr) | (arr < 0)
     if bad.any():
         raise ValueError(f"{name} must be finite and >= 0 (a variance), got {arr[bad].ravel()[0]!r}")
     return arr
 
 
-def correlation(name, value):
+def scalar(name, arr):
+    """A single float from a validated array, or ValueError naming ``name``."""
+    if np.ndim(arr) != 0:
+        raise ValueError(f"{name} must be a single number here, got an array of shape {np.shape(arr)}")
+    return float(arr)
+
+
+def correlation(name, value, allow_empty=False):
     """A float array in [-1, 1], or ValueError naming ``name``."""
-    arr = _as_float_array(name, value)
+    arr = _as_float_array(name, value, allow_empty)
     bad = ~np.isfinite(arr) | (np.abs(arr) > 1)
     if bad.any():
         raise ValueError(f"{name} must be a correlation in [-1, 1], got {arr[bad].ravel()[0]!r}")

@@ -35,7 +35,7 @@ def _cmd_point(args) -> int:
     labels = {
         "q_star": "q*  (fixed point of the variance map)",
         "c_star": "c*  (fixed point of the correlation map)",
-        "chi_1": "chi_1 (slope of the c-map at c = 1)",
+        "chi_1": "chi_1 = sigma_w2 E[phi'(u)^2] at q*",
         "chi_c": "chi_c (slope of the c-map at c*)",
         "q_slope": "slope of the q-map at q*",
         "xi_q": "xi_q (variance depth scale, layers)",
@@ -274,6 +274,9 @@ def _cmd_depth(args) -> int:
     if math.isfinite(td):
         print(f"  trainable depth ~ {td:.0f} layers (6 xi_c; correlations between inputs are lost over "
               f"xi_c = {float(point.xi_c):.3g} layers)")
+    elif point.phase == "divergent":
+        print("  the pre-activation variance grows without bound (q* = inf); correlations follow the limiting "
+              "map, whose depth scale is infinite, but the signal itself blows up: lower sigma_w2")
     else:
         print("  trainable depth: unbounded in mean-field theory (xi_c = inf: on the critical line)")
     print(f"  {gg.summary()}" + (" (residual network)" if args.residual else ""))

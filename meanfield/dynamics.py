@@ -202,6 +202,9 @@ class GradientGrowth:
 def _fmt_factor(x: float) -> str:
     if not math.isfinite(x):
         return "inf" if x > 0 else "nan"
+    if 0.995 <= x < 1.005 and x != 1.0:  # show how far from 1, not a rounded "x1"
+        digits = max(3, 1 - int(math.floor(math.log10(abs(x - 1.0)))))
+        return f"{x:.{digits}f}"
     if 0.01 <= x < 100:
         return f"{x:.3g}"
     return f"{x:.1e}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
@@ -267,8 +270,8 @@ def gradient_growth(act, depth=100, sigma_w2=1.76, sigma_b2=0.05, rho=1.0, resid
     act.derivative(1)
     depth = _depth(depth)
     rho = _validate.keep_probability(rho)
-    sw = float(_validate.nonnegative("sigma_w2", sigma_w2))
-    sb = float(_validate.nonnegative("sigma_b2", sigma_b2))
+    sw = _validate.scalar("sigma_w2", _validate.nonnegative("sigma_w2", sigma_w2))
+    sb = _validate.scalar("sigma_b2", _validate.nonnegative("sigma_b2", sigma_b2))
     for name, v in (("sigma_w2", sigma_w2), ("sigma_b2", sigma_b2)):
         if np.ndim(v) != 0:
             raise ValueError(f"{name} must be a single number here")

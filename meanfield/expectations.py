@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import quadrature, symbolic
+from . import _validate, quadrature, symbolic
 from .activations import Activation, activation
 
 __all__ = ["expectation", "KINDS", "METHODS"]
@@ -36,7 +36,7 @@ def expectation(act, kind: str, q1, q2=None, q12=None, method: str = "auto", rto
     kind : str
         One of :data:`KINDS`.  One-variable kinds take ``q1`` only (the variance ``q``).
     q1, q2, q12 : array_like
-        Variances and covariance of the pair.  Not checked here: callers validate.
+        Variances (>= 0) and covariance (``|q12| <= sqrt(q1 q2)``) of the pair.
     c : array_like, optional
         The correlation, instead of ``q12`` (more precise as c approaches 1).
     method : {"auto", "exact", "quadrature"}
@@ -54,6 +54,18 @@ def expectation(act, kind: str, q1, q2=None, q12=None, method: str = "auto", rto
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     nvar = KINDS[kind][0]
+    q1 = _validate.nonnegative("q1", q1, allow_empty=True)
+    if nvar == 2:
+        if q2 is None or (q12 is None) == (c is None):
+            raise ValueError(f"{kind} needs q1, q2 and one of q12 or c")
+        q2 = _validate.nonnegative("q2", q2, allow_empty=True)
+        if c is not None:
+            c = _validate.correlation("c", c, allow_empty=True)
+        else:
+            q12 = np.asarray(q12, dtype=float)
+            if not np.all(np.isfinite(q12)) or np.any(np.abs(q12) > np.sqrt(q1 * q2) * (1 + 1e-12)):
+                raise ValueError("q12 must be finite with |q12| <= sqrt(q1 q2) (a covariance)")
+            q12 = np.clip(q12, -np.sqrt(q1 * q2), np.sqrt(q1 * q2))
     if kind in ("dphi2", "slope", "dcov"):
         act.derivative(1)
     if nvar == 2 and c is not None:

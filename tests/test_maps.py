@@ -119,3 +119,20 @@ def test_bad_q_and_c():
         mf.c_map(np.nan, "tanh", 1.0, 0.1)
     with pytest.raises(ValueError, match="method"):
         mf.q_map(1.0, "tanh", 1.0, 0.0, method="fast")
+
+
+@pytest.mark.parametrize("value,match", [
+    (None, "required"), ("abc", "real number"), (1 + 2j, "real number"), ([[1, 2], [3]], "regular array"),
+])
+def test_malformed_arguments_are_value_errors(value, match):
+    with pytest.raises(ValueError, match=f"sigma_w2 .*{match}|sigma_w2 is {match}"):
+        mf.q_star("tanh", value, 0.1)
+
+
+def test_public_expectation_validates():
+    with pytest.raises(ValueError, match="q1"):
+        mf.expectation("tanh", "phi2", -1.0)
+    with pytest.raises(ValueError, match="covariance"):
+        mf.expectation("tanh", "cov", 1.0, 1.0, 2.0)
+    with pytest.raises(ValueError, match="single number"):
+        mf.gradient_growth("tanh", depth=5, sigma_w2=[1.0, 2.0])
