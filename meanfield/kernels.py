@@ -424,6 +424,9 @@ def _plan(fn, act, d1, d2, lo, hi, phi2):
         return _Plan(tab, i1, w1, i2, w2)
     # many distinct variances: Chebyshev-Lobatto nodes in s = sqrt(q), doubled (nested nodes)
     # until the coarse interpolant agrees with the fine tables at the new nodes
+    warnings.warn(f"the inputs have {centres.size} distinct variances and {act.name!r} has no closed form: "
+                  "the layer map is interpolated over the variances, exact to 1e-10 but slow (up to minutes "
+                  "per layer); scale the inputs to a common norm for speed", KernelWarning, stacklevel=4)
     s_lo, s_hi = math.sqrt(pos.min()), math.sqrt(pos.max())
     prev = None
     for M in (5, 9, 17, 33, 65):
