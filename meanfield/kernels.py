@@ -41,7 +41,7 @@ evaluated directly, entry by entry.  For any other activation every layer is don
    powers of ``1 - c`` that kinks produce are odd powers of ``theta``, and the boundary layer of
    large variances becomes wide), with pieces bisected until the trailing Chebyshev coefficients
    of every table fall below ``1e-13`` of its scale (an a-posteriori estimate).
-   When there are more than 6 distinct variances, the tables are instead built on Chebyshev-Lobatto
+   When there are more than 20 distinct variances, the tables are instead built on Chebyshev-Lobatto
    nodes in ``sqrt(q)`` and interpolated (barycentric); the number of nodes is doubled (5, 9, 17,
    33, 65) until the coarser interpolant agrees with the new tables to ``1e-11`` on a grid of angles.
    This costs O(M^2) tables per layer: accurate but slow; scale inputs to a common norm for speed.
@@ -88,7 +88,7 @@ TABLE_TOL = 1e-13
 _DEGREE = 24
 _MAX_PIECES = 64
 _GROUP_RTOL = 1e-12
-_MAX_GROUPS = 6
+_MAX_GROUPS = 20
 _BLOCK = 1 << 17
 
 
