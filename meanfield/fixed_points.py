@@ -97,10 +97,6 @@ def _bracketed_roots(F, lo, hi, flo, fhi, rel_tol=1e-14, max_iter=200):
     return root, conv, iters
 
 
-def _resolve(act):
-    return activation(act)
-
-
 def q_star(act, sigma_w2, sigma_b2, rho=1.0, q0=1.0, method="auto", full_output=False):
     """Fixed point of the variance map (Poole et al. 2016, eq. 3; Schoenholz et al. 2017, eq. 3).
 
@@ -128,7 +124,7 @@ def q_star(act, sigma_w2, sigma_b2, rho=1.0, q0=1.0, method="auto", full_output=
         ``inf`` where the variance grows without bound (e.g. relu with sigma_w2 > 2): a result,
         not an error.  Values above :data:`Q_MAX` count as divergent.
     """
-    act = _resolve(act)
+    act = activation(act)
     rho = _validate.keep_probability(rho)
     sw = _validate.nonnegative("sigma_w2", sigma_w2)
     sb = _validate.nonnegative("sigma_b2", sigma_b2)
@@ -294,7 +290,7 @@ def c_star(act, sigma_w2, sigma_b2, rho=1.0, method="auto", full_output=False):
     -------
     float or ndarray (and FixedPointInfo, whose ``slope`` is chi_c at c*)
     """
-    act = _resolve(act)
+    act = activation(act)
     rho = _validate.keep_probability(rho)
     sw = _validate.nonnegative("sigma_w2", sigma_w2)
     sb = _validate.nonnegative("sigma_b2", sigma_b2)

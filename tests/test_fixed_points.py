@@ -104,8 +104,6 @@ def test_dropout_limits_xi_c():
     drop = mf.analyze("tanh", sw, 0.05, rho=0.95)
     assert full.xi_c > 1e6
     assert drop.c_star < 1 and 1 < drop.xi_c < 100
-    resid = R.c_star_residual("tanh", sw, 0.05, drop.q_star, drop.c_star)  # c_map without 1/rho off-diagonal
-    assert abs(resid - 0) < 1.0  # sanity: the full check is below
     qs = drop.q_star
     v = (qs - 0.05) / (sw / 0.95)
     cm = (sw * R.E2("tanh", qs, drop.c_star) + 0.05) / qs
