@@ -85,7 +85,7 @@ METHODS = ("auto", "exact", "interpolate")
 
 #: Tolerance of the tables, relative to sqrt(E[phi(u)^2] E[phi(u')^2]).
 TABLE_TOL = 1e-13
-_DEGREE = 24
+_DEGREE = 16
 _MAX_PIECES = 64
 _GROUP_RTOL = 1e-12
 _MAX_GROUPS = 20
@@ -159,61 +159,149 @@ def _check(X1, X2, act, depth, sigma_w2, sigma_b2, method, memory_limit, n_array
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(12)
 _ZCUTS = np.array([-6.0, -4.0, -2.5, -1.25, 0.0, 1.25, 2.5, 4.0, 6.0])
 _ACUTS = np.array([-12.0, -6.0, -3.0, -1.5, -0.5, 0.0, 0.5, 1.5, 3.0, 6.0, 12.0])
+_KCUTS = np.array([-5.0, -2.0, -0.7, 0.0, 0.7, 2.0, 5.0])
 _RANGE = 9.5
+_CHUNK_NODES = 1 << 20
 
 
-def _panel_nodes(lo, hi, cuts):
-    """Gauss-Legendre nodes and weights on the panels between sorted breakpoints."""
-    b = np.concatenate([lo[..., None], hi[..., None], np.clip(cuts, lo[..., None], hi[..., None])], axis=-1)
-    b.sort(axis=-1)
-    half = 0.5 * (b[..., 1:] - b[..., :-1])
-    mid = 0.5 * (b[..., 1:] + b[..., :-1])
-    shape = b.shape[:-1] + (-1,)
-    return (mid[..., None] + half[..., None] * _GL_X).reshape(shape), (half[..., None] * _GL_W).reshape(shape)
+@numba.njit(cache=True)
+def _panels(lo, hi, cuts, u, w, k):  # pragma: no cover - compiled
+    """Gauss-Legendre nodes on the panels between ``lo``, the sorted ``cuts`` inside, and ``hi``.
+
+    Writes into ``u[k:]``, ``w[k:]`` and returns the next free index; empty panels get no nodes.
+    """
+    ng = _GL_X.size
+    left = lo
+    for idx in range(cuts.size + 1):
+        right = cuts[idx] if idx < cuts.size else hi
+        if right > hi:
+            right = hi
+        if right <= left:
+            continue
+        half = 0.5 * (right - left)
+        mid = 0.5 * (right + left)
+        for g in range(ng):
+            u[k] = mid + half * _GL_X[g]
+            w[k] = half * _GL_W[g]
+            k += 1
+        left = right
+    return k
+
+
+@numba.njit(cache=True)
+def _outer_nodes(a1, beta, sd2, reach, kinks):  # pragma: no cover - compiled
+    """Outer nodes ``u1`` and weights (Gaussian density included) of every row, with row pointers."""
+    n = a1.size
+    ncut = _ZCUTS.size + _ACUTS.size + kinks.size * (1 + _KCUTS.size)
+    u = np.empty(n * (ncut + 1) * _GL_X.size)
+    w = np.empty_like(u)
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    cuts = np.empty(ncut)
+    k = 0
+    for r in range(n):
+        m = 0
+        for z in _ZCUTS:
+            cuts[m] = a1[r] * z
+            m += 1
+        for z in _ACUTS:
+            cuts[m] = z
+            m += 1
+        for kk in kinks:
+            cuts[m] = kk
+            m += 1
+            if beta[r] != 0.0:
+                p0 = kk / beta[r]
+                width = sd2[r] / abs(beta[r])
+                for z in _KCUTS:
+                    cuts[m] = p0 + width * z
+                    m += 1
+        cs = np.sort(cuts[:m])
+        k0 = k
+        k = _panels(-reach[r] * a1[r], reach[r] * a1[r], cs, u, w, k)
+        for i in range(k0, k):
+            z = u[i] / a1[r]
+            w[i] *= math.exp(-0.5 * z * z) / (math.sqrt(2.0 * math.pi) * a1[r])
+        ptr[r + 1] = k
+    return u[:k], w[:k], ptr
+
+
+@numba.njit(cache=True)
+def _inner_nodes(u1, ptr, beta, sd2, reach, feats):  # pragma: no cover - compiled
+    """Inner nodes ``u2 = beta u1 + sd2 t`` and weights (Gaussian in t) for every outer node."""
+    n1 = u1.size
+    per = (_ZCUTS.size + feats.size + 1) * _GL_X.size
+    u = np.empty(n1 * per)
+    w = np.empty_like(u)
+    iptr = np.zeros(n1 + 1, dtype=np.int64)
+    cuts = np.empty(_ZCUTS.size + feats.size)
+    t = np.empty(per)
+    tw = np.empty(per)
+    k = 0
+    for r in range(ptr.size - 1):
+        for i in range(ptr[r], ptr[r + 1]):
+            m = beta[r] * u1[i]
+            s = sd2[r]
+            if s <= 0.0:
+                u[k] = m
+                w[k] = 1.0
+                k += 1
+                iptr[i + 1] = k
+                continue
+            # merge the sorted standard-normal cuts with the sorted feature preimages
+            a = 0
+            b = 0
+            for c in range(cuts.size):
+                fb = (feats[b] - m) / s if b < feats.size else np.inf
+                if a < _ZCUTS.size and _ZCUTS[a] <= fb:
+                    cuts[c] = _ZCUTS[a]
+                    a += 1
+                else:
+                    cuts[c] = fb
+                    b += 1
+            nt = _panels(-reach[r], reach[r], cuts, t, tw, 0)
+            for j in range(nt):
+                u[k] = m + s * t[j]
+                w[k] = tw[j] * math.exp(-0.5 * t[j] * t[j]) / math.sqrt(2.0 * math.pi)
+                k += 1
+            iptr[i + 1] = k
+    return u[:k], w[:k], iptr
+
+
+@numba.njit(cache=True)
+def _reduce_nodes(f1, w1, ptr, f2, w2, iptr):  # pragma: no cover - compiled
+    out = np.zeros(ptr.size - 1)
+    for r in range(ptr.size - 1):
+        acc = 0.0
+        for i in range(ptr[r], ptr[r + 1]):
+            inner = 0.0
+            for j in range(iptr[i], iptr[i + 1]):
+                inner += w2[j] * f2[j]
+            acc += w1[i] * f1[i] * inner
+        out[r] = acc
+    return out
 
 
 def _bivariate(fn, act: Activation, q1, q2, theta):
     """``E[fn(u1) fn(u2)]`` for ``u1 ~ N(0, q1)``, ``u2 ~ N(0, q2)``, correlation ``cos(theta)``.
 
-    Nested fixed-order rule (see the module docstring), vectorised over flat arrays; q1, q2 > 0.
+    Nested fixed-order rule (see the module docstring), over flat arrays; q1, q2 > 0.  The nodes
+    are laid out by compiled code and ``fn`` is evaluated on them in large vectorised batches.
     """
+    q1, q2, theta = (np.ascontiguousarray(np.ravel(v), dtype=float) for v in (q1, q2, theta))
     kinks = np.asarray(act.kinks, dtype=float)
+    feats = np.sort(np.concatenate([_ACUTS, kinks]))
     reach = _RANGE + 2.0 * act.exp_rate * np.sqrt(np.maximum(q1, q2))
     a1, a2 = np.sqrt(q1), np.sqrt(q2)
-    c, s = np.cos(theta), np.sin(theta)
-    beta = a2 * c / a1  # E[u2 | u1] = beta u1
-    sd2 = a2 * s  # conditional standard deviation
-    n = q1.size
-    cuts = [a1[:, None] * _ZCUTS, np.broadcast_to(_ACUTS, (n, _ACUTS.size))]
-    if kinks.size:
-        cuts.append(np.broadcast_to(kinks, (n, kinks.size)))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            width = np.where(beta != 0, sd2 / np.abs(beta), 0.0)
-            for k in kinks:
-                p0 = np.where(beta != 0, k / beta, 0.0)
-                cuts.append(p0[:, None] + width[:, None] * np.array([-5.0, -2.0, -0.7, 0.0, 0.7, 2.0, 5.0]))
-    u1, w1 = _panel_nodes(-reach * a1, reach * a1, np.concatenate(cuts, axis=1))
-    z1 = u1 / a1[:, None]
-    w1 = w1 * np.exp(-0.5 * z1 * z1) / (math.sqrt(2 * math.pi) * a1[:, None])
-    f1 = fn(u1)
-    m = beta[:, None] * u1
-    feats = np.concatenate([_ACUTS, kinks])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tc = (feats - m[..., None]) / sd2[:, None, None]
-    tc = np.nan_to_num(tc, nan=0.0, posinf=_RANGE, neginf=-_RANGE)
-    r = reach[:, None] * np.ones(u1.shape)
-    zc = np.broadcast_to(_ZCUTS, u1.shape + (_ZCUTS.size,))
-    t, w2 = _panel_nodes(-r, r, np.concatenate([zc, tc], axis=-1))
-    w2 = w2 * np.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)
-    inner = np.einsum("nij,nij->ni", fn(m[..., None] + sd2[:, None, None] * t), w2)
-    return np.einsum("ni,ni,ni->n", f1, w1, inner)
-
-
-def _bivariate_blocked(fn, act, q1, q2, theta, chunk=16):
+    beta = a2 * np.cos(theta) / a1  # E[u2 | u1] = beta u1
+    sd2 = a2 * np.sin(theta)  # conditional standard deviation
     out = np.empty(q1.size)
-    for k in range(0, q1.size, chunk):
-        sl = slice(k, k + chunk)
-        out[sl] = _bivariate(fn, act, q1[sl], q2[sl], theta[sl])
+    per_row = ((_ZCUTS.size + _ACUTS.size + kinks.size * 8 + 1) * _GL_X.size) * (_ZCUTS.size + feats.size + 1) * _GL_X.size
+    rows = max(1, _CHUNK_NODES // per_row)
+    for r in range(0, q1.size, rows):
+        sl = slice(r, r + rows)
+        u1, w1, ptr = _outer_nodes(a1[sl], beta[sl], sd2[sl], reach[sl], kinks)
+        u2, w2, iptr = _inner_nodes(u1, ptr, beta[sl], sd2[sl], reach[sl], feats)
+        out[sl] = _reduce_nodes(np.asarray(fn(u1), dtype=float), w1, ptr, np.asarray(fn(u2), dtype=float), w2, iptr)
     return out
 
 
@@ -242,6 +330,7 @@ class _Tables:
     breaks: np.ndarray  # (P + 1,)
     coef: np.ndarray  # (M, M, P, DEGREE + 1)
     nodes: np.ndarray  # (M,) variance nodes
+    ndeg: np.ndarray  # (P,) coefficients kept per piece (trailing ones below 1e-16 of the scale dropped)
 
 
 def _build_tables(fn, act, qnodes, lo, hi, scale, pairs=None):
@@ -263,7 +352,7 @@ def _build_tables(fn, act, qnodes, lo, hi, scale, pairs=None):
         TH = np.broadcast_to(th, (pa.size, th.size)).ravel()
         Q1 = np.repeat(qnodes[pa], th.size)
         Q2 = np.repeat(qnodes[pb], th.size)
-        vals = _bivariate_blocked(fn, act, Q1, Q2, TH).reshape(pa.size, len(todo), _DEGREE + 1)
+        vals = _bivariate(fn, act, Q1, Q2, TH).reshape(pa.size, len(todo), _DEGREE + 1)
         coef = _cheb_coeffs(vals)
         sc = scale[pa, pb][:, None]
         new = []
@@ -280,10 +369,15 @@ def _build_tables(fn, act, qnodes, lo, hi, scale, pairs=None):
         pieces = sorted([p for p in pieces if p in done] + new)
     breaks = np.array([p[0] for p in pieces] + [pieces[-1][1]])
     C = np.zeros((M, M, len(pieces), _DEGREE + 1))
+    ndeg = np.empty(len(pieces), dtype=np.int64)
+    sc = scale[pa, pb][:, None]
     for k, p in enumerate(pieces):
         C[pa, pb, k] = done[p]
         C[pb, pa, k] = done[p]
-    return _Tables(breaks, C, qnodes)
+        # drop trailing coefficients whose total is below 1e-16 of the scale
+        tail = np.cumsum(np.max(np.abs(done[p]) / sc, axis=0)[::-1])[::-1]
+        ndeg[k] = max(1, int(np.count_nonzero(tail > 1e-16)))
+    return _Tables(breaks, C, qnodes, ndeg)
 
 
 # ----------------------------------------------------------------------------------------
@@ -291,23 +385,26 @@ def _build_tables(fn, act, qnodes, lo, hi, scale, pairs=None):
 # ----------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True)
-def _eval_tables(K, d1, d2, idx1, w1, idx2, w2, coef, breaks, out):  # pragma: no cover - compiled
-    """out[i, j] = sum_ab w1[i, a] w2[j, b] T_ab(arccos(K[i, j] / sqrt(d1[i] d2[j])))."""
+@numba.njit(cache=True, parallel=True)
+def _eval_tables(K, d1, d2, idx1, w1, idx2, w2, coef, breaks, ndeg, row0, upper, out):  # pragma: no cover
+    """out[i, j] = sum_ab w1[i, a] w2[j, b] T_ab(arccos(K[i, j] / sqrt(d1[i] d2[j]))).
+
+    Rows in parallel; with ``upper`` only ``j >= row0 + i`` (the rest is mirrored by the caller).
+    """
     n1, n2 = K.shape
     M = coef.shape[1]
     P = coef.shape[2]
     D = coef.shape[3]
-    C = np.zeros((M, P, D))
     lo = breaks[0]
     hi = breaks[P]
-    for i in range(n1):
-        C[:] = 0.0
+    for i in numba.prange(n1):
+        C = np.zeros((M, P, D))
         for a in range(idx1.shape[1]):
             wa = w1[i, a]
             if wa != 0.0:
                 C += wa * coef[idx1[i, a]]
-        for j in range(n2):
+        j0 = row0 + i if upper else 0
+        for j in range(j0, n2):
             s = math.sqrt(d1[i] * d2[j])
             if s == 0.0:
                 out[i, j] = 0.0
@@ -335,6 +432,7 @@ def _eval_tables(K, d1, d2, idx1, w1, idx2, w2, coef, breaks, out):  # pragma: n
             ph = breaks[a0 + 1]
             t = (2.0 * th - pl - ph) / (ph - pl)
             t2 = 2.0 * t
+            nd = ndeg[a0]
             acc = 0.0
             for b in range(idx2.shape[1]):
                 wb = w2[j, b]
@@ -343,12 +441,24 @@ def _eval_tables(K, d1, d2, idx1, w1, idx2, w2, coef, breaks, out):  # pragma: n
                     # Clenshaw recurrence for sum_k C[g, a0, k] T_k(t)
                     b1 = 0.0
                     b2 = 0.0
-                    for k in range(D - 1, 0, -1):
+                    for k in range(nd - 1, 0, -1):
                         tmp = t2 * b1 - b2 + C[g, a0, k]
                         b2 = b1
                         b1 = tmp
                     acc += wb * (t * b1 - b2 + C[g, a0, 0])
             out[i, j] = acc
+
+
+@numba.njit(cache=True)
+def _mirror_upper(A):  # pragma: no cover - compiled
+    """Copy the upper triangle of the square A onto the lower one."""
+    n = A.shape[0]
+    B = 64
+    for ib in range(0, n, B):
+        for jb in range(0, ib + 1, B):
+            for i in range(ib, min(ib + B, n)):
+                for j in range(jb, min(jb + B, i)):
+                    A[i, j] = A[j, i]
 
 
 # ----------------------------------------------------------------------------------------
@@ -465,12 +575,15 @@ def _table_values(tab, th):
     return np.einsum("abtk,tk->abt", tab.coef[:, :, k, :], V)
 
 
-def _apply(plan, K, d1, d2, out):
+def _apply(plan, K, d1, d2, out, same):
     tab = plan.tables
     rows = max(1, _BLOCK // max(1, K.shape[1]))
     for r in range(0, K.shape[0], rows):
         sl = slice(r, r + rows)
-        _eval_tables(K[sl], d1[sl], d2, plan.idx1[sl], plan.w1[sl], plan.idx2, plan.w2, tab.coef, tab.breaks, out[sl])
+        _eval_tables(K[sl], d1[sl], d2, plan.idx1[sl], plan.w1[sl], plan.idx2, plan.w2, tab.coef, tab.breaks,
+                     tab.ndeg, r, same, out[sl])
+    if same:
+        _mirror_upper(out)
     return out
 
 
@@ -556,7 +669,7 @@ def _recursion(X1, X2, same, act, depth, sw, sb, method, want_ntk):
                 return expectation(act, "phi2", q)
 
             plan = _plan(act.phi, act, d1, d2, lo, hi, phi2)
-            _apply(plan, K, d1, d2, F)
+            _apply(plan, K, d1, d2, F, same)
             _zero_variance_fix(act.phi, act, d1, d2, F)
             if want_ntk:
                 dphi = act.derivative(1)
@@ -565,7 +678,7 @@ def _recursion(X1, X2, same, act, depth, sw, sb, method, want_ntk):
                     return expectation(act, "dphi2", q)
 
                 gplan = _plan(dphi, act, d1, d2, lo, hi, dphi2)
-                _apply(gplan, K, d1, d2, G)
+                _apply(gplan, K, d1, d2, G, same)
                 _zero_variance_fix(dphi, act, d1, d2, G)
         if want_ntk:
             # Theta^l = K^l + sigma_w2 E[phi' phi'] Theta^{l-1}, entrywise
