@@ -37,31 +37,46 @@ evaluated directly, entry by entry.  For any other activation every layer is don
    the angle ``theta = arccos c``.  Inputs are grouped by their variance (exactly equal values, to
    1e-12 relative, form one group; normalised inputs form a single group).  For every pair of
    groups the map ``theta -> E[phi(u) phi(u')]`` is tabulated on the range of angles that occur,
-   as a piecewise Chebyshev interpolant of degree 24 in ``theta`` (not ``c``: the half-integer
+   as a piecewise Chebyshev interpolant of degree 16 in ``theta`` (not ``c``: the half-integer
    powers of ``1 - c`` that kinks produce are odd powers of ``theta``, and the boundary layer of
    large variances becomes wide), with pieces bisected until the trailing Chebyshev coefficients
    of every table fall below ``1e-13`` of its scale (an a-posteriori estimate).
-   When there are more than 20 distinct variances, the tables are instead built on Chebyshev-Lobatto
-   nodes in ``sqrt(q)`` and interpolated (barycentric); the number of nodes is doubled (5, 9, 17,
-   33, 65) until the coarser interpolant agrees with the new tables to ``1e-11`` on a grid of angles.
-   This costs O(M^2) tables per layer: accurate but slow; scale inputs to a common norm for speed.
-3. Table nodes are bivariate integrals by a fixed-order vectorised rule: ``u`` outer, ``u' | u``
-   inner, composite 12-point Gauss-Legendre on panels cut at multiples of the standard deviations,
-   at fixed points on the activation's scale, at kinks and (outer) around the points where the
-   conditional mean crosses a kink.  Its accuracy (1e-14 against mpmath and refined rules, for
-   tanh, softplus, gelu, mish, hard-tanh and selu at variances 0.05 to 100 and all angles) is
-   checked in the tests.  A compiled kernel (numba, cached) evaluates the tables for all entries,
-   block by block; memory stays O(n1 n2).
+   With more than 5 distinct variances, the tables are instead built at Chebyshev-Lobatto nodes
+   in ``log q`` and interpolated (barycentric) in both variances.  What is interpolated is the
+   normalised ``E[phi(u) phi(u')] / sqrt(E[phi(u)^2] E[phi(u')^2])``.  Tables at 5 nodes give the
+   rate at which its Chebyshev coefficients along the variance axes decay; the number of nodes
+   that brings the trailing ones below ``1e-12`` is predicted from it (and again if short).
+   After the first layer the variances contract towards ``q*``, so few nodes are needed; a wide
+   spread of input norms costs most in layer 1.
+3. Table nodes are bivariate integrals by a fixed-order rule: ``u`` outer, ``u' | u`` inner,
+   composite 12-point Gauss-Legendre on panels cut at multiples of the standard deviations, at
+   fixed points on the activation's scale, at kinks and (outer) around the points where the
+   conditional mean crosses a kink.  Given ``u / sqrt(q)``, the inner integral does not depend on
+   the outer variance ``q``, so it is computed once and shared by all outer variances.  Compiled
+   code (numba, cached) lays out the nodes; phi is evaluated on them in large vectorised batches.
+   Its accuracy is checked in the tests: 1e-13 against mpmath (hard tanh), and within 1e-11 of
+   adaptive Gauss-Kronrod quadrature (tolerance 1e-12) for tanh, softplus, gelu, mish, selu, swish
+   and erf at variances 0.05 to 400 and all angles.  A compiled kernel evaluates the tables for all entries (the
+   upper triangle only when ``X2`` is ``X1``), rows in parallel, block by block; memory stays
+   O(n1 n2).
+
+Limitation: the panels resolve the activation's features near the origin (within about 12) and
+the Gaussian on the scale of its standard deviation.  An activation that oscillates without end
+(``sin(x)`` inside a non-closed-form expression) at large variances (q above about 100) needs
+finer panels than this rule uses (errors of 1e-7 at q = 400): a KernelWarning says so above
+q = 50.  The closed forms of ``sin`` and ``cos`` themselves are exact.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
 import numpy as np
+import sympy as sp
 
 from . import _validate, quadrature, symbolic
 from .activations import Activation, activation
@@ -88,7 +103,10 @@ TABLE_TOL = 1e-13
 _DEGREE = 16
 _MAX_PIECES = 64
 _GROUP_RTOL = 1e-12
-_MAX_GROUPS = 20
+_MAX_GROUPS = 5
+#: Tolerance of the interpolation over the variances, relative to E[phi(u)^2].
+VARIANCE_TOL = 1e-12
+_MAX_VARIANCE_NODES = 65
 _BLOCK = 1 << 17
 
 
@@ -161,7 +179,10 @@ _ZCUTS = np.array([-6.0, -4.0, -2.5, -1.25, 0.0, 1.25, 2.5, 4.0, 6.0])
 _ACUTS = np.array([-12.0, -6.0, -3.0, -1.5, -0.5, 0.0, 0.5, 1.5, 3.0, 6.0, 12.0])
 _KCUTS = np.array([-5.0, -2.0, -0.7, 0.0, 0.7, 2.0, 5.0])
 _RANGE = 9.5
-_CHUNK_NODES = 1 << 20
+_CHUNK_NODES = 1 << 21
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_POOL = None
+_OSCILLATION_Q = 50.0
 
 
 @numba.njit(cache=True)
@@ -189,10 +210,14 @@ def _panels(lo, hi, cuts, u, w, k):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def _outer_nodes(a1, beta, sd2, reach, kinks):  # pragma: no cover - compiled
-    """Outer nodes ``u1`` and weights (Gaussian density included) of every row, with row pointers."""
+def _outer_nodes(a1, beta, sd2, reach, fixed, kinks):  # pragma: no cover - compiled
+    """Outer nodes ``u1`` and weights (Gaussian density included) of every row, with row pointers.
+
+    Cuts: ``a1 * _ZCUTS``, the sorted ``fixed`` points and, for every kink ``k`` of the inner
+    function, ``k / beta + (sd2 / |beta|) * _KCUTS`` (where the conditional mean crosses it).
+    """
     n = a1.size
-    ncut = _ZCUTS.size + _ACUTS.size + kinks.size * (1 + _KCUTS.size)
+    ncut = _ZCUTS.size + fixed.size + kinks.size * _KCUTS.size
     u = np.empty(n * (ncut + 1) * _GL_X.size)
     w = np.empty_like(u)
     ptr = np.zeros(n + 1, dtype=np.int64)
@@ -203,15 +228,13 @@ def _outer_nodes(a1, beta, sd2, reach, kinks):  # pragma: no cover - compiled
         for z in _ZCUTS:
             cuts[m] = a1[r] * z
             m += 1
-        for z in _ACUTS:
+        for z in fixed:
             cuts[m] = z
             m += 1
-        for kk in kinks:
-            cuts[m] = kk
-            m += 1
-            if beta[r] != 0.0:
+        if beta[r] != 0.0:
+            width = sd2[r] / abs(beta[r])
+            for kk in kinks:
                 p0 = kk / beta[r]
-                width = sd2[r] / abs(beta[r])
                 for z in _KCUTS:
                     cuts[m] = p0 + width * z
                     m += 1
@@ -220,88 +243,145 @@ def _outer_nodes(a1, beta, sd2, reach, kinks):  # pragma: no cover - compiled
         k = _panels(-reach[r] * a1[r], reach[r] * a1[r], cs, u, w, k)
         for i in range(k0, k):
             z = u[i] / a1[r]
-            w[i] *= math.exp(-0.5 * z * z) / (math.sqrt(2.0 * math.pi) * a1[r])
+            w[i] *= math.exp(-0.5 * z * z) * _INV_SQRT_2PI / a1[r]
         ptr[r + 1] = k
     return u[:k], w[:k], ptr
 
 
 @numba.njit(cache=True)
+def _inner_cuts(m, s, feats, cuts):  # pragma: no cover - compiled
+    """Sorted union of the standard-normal cuts and the feature preimages ``(feats - m) / s``."""
+    a = 0
+    b = 0
+    for c in range(cuts.size):
+        fb = (feats[b] - m) / s if b < feats.size else np.inf
+        if a < _ZCUTS.size and _ZCUTS[a] <= fb:
+            cuts[c] = _ZCUTS[a]
+            a += 1
+        else:
+            cuts[c] = fb
+            b += 1
+
+
+@numba.njit(cache=True, parallel=True)
 def _inner_nodes(u1, ptr, beta, sd2, reach, feats):  # pragma: no cover - compiled
     """Inner nodes ``u2 = beta u1 + sd2 t`` and weights (Gaussian in t) for every outer node."""
     n1 = u1.size
-    per = (_ZCUTS.size + feats.size + 1) * _GL_X.size
-    u = np.empty(n1 * per)
-    w = np.empty_like(u)
+    ng = _GL_X.size
+    nrow = ptr.size - 1
+    row = np.empty(n1, dtype=np.int64)
+    for r in range(nrow):
+        row[ptr[r]:ptr[r + 1]] = r
+    # pass 1: number of nodes per outer node
+    count = np.empty(n1, dtype=np.int64)
+    for i in numba.prange(n1):
+        r = row[i]
+        s = sd2[r]
+        if s <= 0.0:
+            count[i] = 1
+            continue
+        cuts = np.empty(_ZCUTS.size + feats.size)
+        _inner_cuts(beta[r] * u1[i], s, feats, cuts)
+        R = reach[r]
+        npan = 0
+        left = -R
+        for c in range(cuts.size + 1):
+            right = min(cuts[c], R) if c < cuts.size else R
+            if right > left:
+                npan += 1
+                left = right
+        count[i] = npan * ng
     iptr = np.zeros(n1 + 1, dtype=np.int64)
-    cuts = np.empty(_ZCUTS.size + feats.size)
-    t = np.empty(per)
-    tw = np.empty(per)
-    k = 0
-    for r in range(ptr.size - 1):
-        for i in range(ptr[r], ptr[r + 1]):
-            m = beta[r] * u1[i]
-            s = sd2[r]
-            if s <= 0.0:
-                u[k] = m
-                w[k] = 1.0
-                k += 1
-                iptr[i + 1] = k
-                continue
-            # merge the sorted standard-normal cuts with the sorted feature preimages
-            a = 0
-            b = 0
-            for c in range(cuts.size):
-                fb = (feats[b] - m) / s if b < feats.size else np.inf
-                if a < _ZCUTS.size and _ZCUTS[a] <= fb:
-                    cuts[c] = _ZCUTS[a]
-                    a += 1
-                else:
-                    cuts[c] = fb
-                    b += 1
-            nt = _panels(-reach[r], reach[r], cuts, t, tw, 0)
-            for j in range(nt):
-                u[k] = m + s * t[j]
-                w[k] = tw[j] * math.exp(-0.5 * t[j] * t[j]) / math.sqrt(2.0 * math.pi)
-                k += 1
-            iptr[i + 1] = k
-    return u[:k], w[:k], iptr
+    iptr[1:] = np.cumsum(count)
+    u = np.empty(iptr[n1])
+    w = np.empty(iptr[n1])
+    # pass 2: the nodes
+    for i in numba.prange(n1):
+        r = row[i]
+        m = beta[r] * u1[i]
+        s = sd2[r]
+        k = iptr[i]
+        if s <= 0.0:
+            u[k] = m
+            w[k] = 1.0
+            continue
+        cuts = np.empty(_ZCUTS.size + feats.size)
+        _inner_cuts(m, s, feats, cuts)
+        _panels(-reach[r], reach[r], cuts, u, w, k)
+        for j in range(k, iptr[i + 1]):
+            t = u[j]
+            u[j] = m + s * t
+            w[j] *= math.exp(-0.5 * t * t) * _INV_SQRT_2PI
+    return u, w, iptr
 
 
-@numba.njit(cache=True)
-def _reduce_nodes(f1, w1, ptr, f2, w2, iptr):  # pragma: no cover - compiled
-    out = np.zeros(ptr.size - 1)
-    for r in range(ptr.size - 1):
-        acc = 0.0
-        for i in range(ptr[r], ptr[r + 1]):
-            inner = 0.0
-            for j in range(iptr[i], iptr[i + 1]):
-                inner += w2[j] * f2[j]
-            acc += w1[i] * f1[i] * inner
-        out[r] = acc
+def _evaluate(fn, u, threads):
+    """``fn(u)`` as float64; with ``threads``, large arrays are split over threads (numpy releases
+    the GIL).  Only for activations built from expressions: a user's callable may not be thread-safe."""
+    n = u.size
+    workers = numba.get_num_threads()
+    if not threads or workers < 2 or n < 1 << 16:
+        return np.asarray(fn(u), dtype=float)
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=workers)
+    out = np.empty(n)
+    bounds = np.linspace(0, n, workers + 1).astype(int)
+
+    def part(k):
+        out[bounds[k]:bounds[k + 1]] = fn(u[bounds[k]:bounds[k + 1]])
+
+    list(_POOL.map(part, range(workers)))
     return out
 
 
-def _bivariate(fn, act: Activation, q1, q2, theta):
-    """``E[fn(u1) fn(u2)]`` for ``u1 ~ N(0, q1)``, ``u2 ~ N(0, q2)``, correlation ``cos(theta)``.
+@numba.njit(cache=True, parallel=True)
+def _inner_sums(f2, w2, iptr):  # pragma: no cover - compiled
+    out = np.empty(iptr.size - 1)
+    for i in numba.prange(iptr.size - 1):
+        acc = 0.0
+        for j in range(iptr[i], iptr[i + 1]):
+            acc += w2[j] * f2[j]
+        out[i] = acc
+    return out
 
-    Nested fixed-order rule (see the module docstring), over flat arrays; q1, q2 > 0.  The nodes
-    are laid out by compiled code and ``fn`` is evaluated on them in large vectorised batches.
+
+def _bivariate_shared(fn, act: Activation, qa, q2, theta):
+    """``E[fn(u1) fn(u2)]`` for every ``u1 ~ N(0, qa[a])`` and every row ``(q2, theta)``: (len(qa), rows).
+
+    Nested fixed-order rule (see the module docstring).  The outer variable is
+    ``z = u1 / sqrt(qa)``; given ``z``, the inner integral over ``u2`` does not depend on ``qa``, so
+    it is computed once per row and shared by all ``qa``.  The outer panels are cut at multiples of
+    the standard deviation, at the activation's fixed points ``_ACUTS`` seen at the largest
+    ``sqrt(qa)`` and at halvings of it down to the smallest (so that, seen at any ``sqrt(qa)``, the
+    panels near the origin are at most as wide as ``_ACUTS`` makes them), at the kinks seen at every
+    ``sqrt(qa)``, and around the points where the conditional mean crosses a kink.  Nodes are laid
+    out by compiled code and ``fn`` is evaluated on them in large vectorised batches; qa, q2 > 0.
     """
-    q1, q2, theta = (np.ascontiguousarray(np.ravel(v), dtype=float) for v in (q1, q2, theta))
+    qa, q2, theta = (np.ascontiguousarray(np.ravel(v), dtype=float) for v in (qa, q2, theta))
     kinks = np.asarray(act.kinks, dtype=float)
     feats = np.sort(np.concatenate([_ACUTS, kinks]))
-    reach = _RANGE + 2.0 * act.exp_rate * np.sqrt(np.maximum(q1, q2))
-    a1, a2 = np.sqrt(q1), np.sqrt(q2)
-    beta = a2 * np.cos(theta) / a1  # E[u2 | u1] = beta u1
-    sd2 = a2 * np.sin(theta)  # conditional standard deviation
-    out = np.empty(q1.size)
-    per_row = ((_ZCUTS.size + _ACUTS.size + kinks.size * 8 + 1) * _GL_X.size) * (_ZCUTS.size + feats.size + 1) * _GL_X.size
+    sa = np.sqrt(qa)
+    s_lo, s_hi = float(sa.min()), float(sa.max())
+    scales = s_hi * 0.5 ** np.arange(math.floor(math.log2(s_hi / s_lo)) + 1)
+    fixed = np.unique(np.concatenate([(_ACUTS[:, None] / scales[None, :]).ravel(),
+                                      (kinks[:, None] / sa[None, :]).ravel()]))
+    reach = _RANGE + 2.0 * act.exp_rate * np.sqrt(np.maximum(q2, qa.max()))
+    a2 = np.sqrt(q2)
+    beta = a2 * np.cos(theta)  # E[u2 | z] = beta z
+    sd2 = a2 * np.sin(theta)
+    one = np.ones(q2.size)
+    threads = act.expr is not None
+    out = np.empty((qa.size, q2.size))
+    per_row = (_ZCUTS.size + fixed.size + kinks.size * _KCUTS.size + 1) * (_ZCUTS.size + feats.size + 1) * _GL_X.size**2
     rows = max(1, _CHUNK_NODES // per_row)
-    for r in range(0, q1.size, rows):
+    for r in range(0, q2.size, rows):
         sl = slice(r, r + rows)
-        u1, w1, ptr = _outer_nodes(a1[sl], beta[sl], sd2[sl], reach[sl], kinks)
-        u2, w2, iptr = _inner_nodes(u1, ptr, beta[sl], sd2[sl], reach[sl], feats)
-        out[sl] = _reduce_nodes(np.asarray(fn(u1), dtype=float), w1, ptr, np.asarray(fn(u2), dtype=float), w2, iptr)
+        z, w1, ptr = _outer_nodes(one[sl], beta[sl], sd2[sl], reach[sl], fixed, kinks)
+        u2, w2, iptr = _inner_nodes(z, ptr, beta[sl], sd2[sl], reach[sl], feats)
+        g = w1 * _inner_sums(_evaluate(fn, u2, threads), w2, iptr)
+        f1 = _evaluate(fn, (sa[:, None] * z[None, :]).ravel(), threads).reshape(qa.size, z.size)
+        out[:, sl] = np.add.reduceat(f1 * g[None, :], ptr[:-1], axis=1)
     return out
 
 
@@ -333,34 +413,35 @@ class _Tables:
     ndeg: np.ndarray  # (P,) coefficients kept per piece (trailing ones below 1e-16 of the scale dropped)
 
 
-def _build_tables(fn, act, qnodes, lo, hi, scale, pairs=None):
-    """Tables of ``theta -> E[fn(u) fn(u')]`` for all pairs of ``qnodes`` on ``[lo, hi]``."""
+def _build_tables(values, name, qnodes, lo, hi, scale, pieces=None):
+    """Tables of ``theta -> E[fn(u) fn(u')]`` for all pairs ``a <= b`` of ``qnodes`` on ``[lo, hi]``.
+
+    ``values(th)`` gives the expectations for the pairs ``np.triu_indices(M)`` at the angles ``th``,
+    shape (pairs, th.size).  ``pieces`` are initial pieces (bisected further where needed).
+    Returns the tables and the final pieces.
+    """
     M = qnodes.size
-    if pairs is None:
-        pairs = [(a, b) for a in range(M) for b in range(a, M)]
-    pa = np.array([p[0] for p in pairs])
-    pb = np.array([p[1] for p in pairs])
-    if hi - lo < 1e-15:
-        lo, hi = max(0.0, lo - 1e-9), min(math.pi, hi + 1e-9)
-    pieces = [(lo, hi)]
+    pa, pb = np.triu_indices(M)
+    if pieces is None:
+        if hi - lo < 1e-15:
+            lo, hi = max(0.0, lo - 1e-9), min(math.pi, hi + 1e-9)
+        pieces = [(lo, hi)]
+    pieces = list(pieces)
+    sc = scale[pa, pb]
     done: dict = {}
     for _ in range(200):
         todo = [p for p in pieces if p not in done]
         if not todo:
             break
         th = np.concatenate([0.5 * (p[0] + p[1]) + 0.5 * (p[1] - p[0]) * _LOB for p in todo])
-        TH = np.broadcast_to(th, (pa.size, th.size)).ravel()
-        Q1 = np.repeat(qnodes[pa], th.size)
-        Q2 = np.repeat(qnodes[pb], th.size)
-        vals = _bivariate(fn, act, Q1, Q2, TH).reshape(pa.size, len(todo), _DEGREE + 1)
+        vals = values(th).reshape(pa.size, len(todo), _DEGREE + 1)
         coef = _cheb_coeffs(vals)
-        sc = scale[pa, pb][:, None]
         new = []
         for k, p in enumerate(todo):
-            tail = np.max(np.abs(coef[:, k, -3:]) / sc)
+            tail = np.max(np.abs(coef[:, k, -3:]) / sc[:, None])
             if tail <= TABLE_TOL or len(pieces) + len(new) >= _MAX_PIECES or p[1] - p[0] < 1e-10:
                 if tail > 1e3 * TABLE_TOL:
-                    warnings.warn(f"kernel table for {act.name!r} reached only {tail:.1e} relative accuracy",
+                    warnings.warn(f"kernel table for {name!r} reached only {tail:.1e} relative accuracy",
                                   KernelWarning, stacklevel=4)
                 done[p] = coef[:, k]
             else:
@@ -370,14 +451,25 @@ def _build_tables(fn, act, qnodes, lo, hi, scale, pairs=None):
     breaks = np.array([p[0] for p in pieces] + [pieces[-1][1]])
     C = np.zeros((M, M, len(pieces), _DEGREE + 1))
     ndeg = np.empty(len(pieces), dtype=np.int64)
-    sc = scale[pa, pb][:, None]
     for k, p in enumerate(pieces):
         C[pa, pb, k] = done[p]
         C[pb, pa, k] = done[p]
         # drop trailing coefficients whose total is below 1e-16 of the scale
-        tail = np.cumsum(np.max(np.abs(done[p]) / sc, axis=0)[::-1])[::-1]
+        tail = np.cumsum(np.max(np.abs(done[p]) / sc[:, None], axis=0)[::-1])[::-1]
         ndeg[k] = max(1, int(np.count_nonzero(tail > 1e-16)))
-    return _Tables(breaks, C, qnodes, ndeg)
+    return _Tables(breaks, C, qnodes, ndeg), pieces
+
+
+def _shared_values(fn, act, qnodes):
+    """``values(th)`` for :func:`_build_tables`: inner integrals shared by all outer variances."""
+    pa, pb = np.triu_indices(qnodes.size)
+
+    def values(th):
+        n = th.size
+        F = _bivariate_shared(fn, act, qnodes, np.repeat(qnodes, n), np.tile(th, qnodes.size))
+        return F.reshape(qnodes.size, qnodes.size, n)[pa, pb]
+
+    return values
 
 
 # ----------------------------------------------------------------------------------------
@@ -509,16 +601,24 @@ class _Plan:
     w2: np.ndarray
 
 
-def _plan(fn, act, d1, d2, lo, hi, phi2):
-    """Tables and per-input weights for one layer.  ``phi2(q)`` gives the scale E[fn(u)^2]."""
+def _plan(fn, act, d1, d2, e1, e2, lo, hi, phi2):
+    """Tables and per-input weights for one layer.
+
+    ``phi2(q)`` gives the scale ``E[fn(u)^2]``, and ``e1``, ``e2`` are its values at ``d1``, ``d2``.
+    """
     allq = np.concatenate([d1, d2])
     pos = allq[allq > 0]
+    if pos.size and pos.max() > _OSCILLATION_Q and act.expr is not None and act.expr.has(sp.sin, sp.cos):
+        warnings.warn(f"{act.name!r} oscillates without end and the variance reaches {pos.max():.3g}: the "
+                      "kernel tables may be accurate only to about 1e-7 there (measured at q = 400), not 1e-9 "
+                      "(see meanfield.kernels)",
+                      KernelWarning, stacklevel=4)
     if pos.size == 0:
         pos = np.array([1.0])
     centres, labels = _groups(pos)
     if centres.size <= _MAX_GROUPS:
         sc1 = np.sqrt(np.maximum(phi2(centres), 1e-300))
-        tab = _build_tables(fn, act, centres, lo, hi, sc1[:, None] * sc1[None, :])
+        tab = _build_tables(_shared_values(fn, act, centres), act.name, centres, lo, hi, sc1[:, None] * sc1[None, :])[0]
 
         def weights(d):
             idx = np.zeros((d.size, 1), dtype=np.int64)
@@ -532,47 +632,53 @@ def _plan(fn, act, d1, d2, lo, hi, phi2):
         i1, w1 = weights(d1)
         i2, w2 = weights(d2)
         return _Plan(tab, i1, w1, i2, w2)
-    # many distinct variances: Chebyshev-Lobatto nodes in s = sqrt(q), doubled (nested nodes)
-    # until the coarse interpolant agrees with the fine tables at the new nodes
-    warnings.warn(f"the inputs have {centres.size} distinct variances and {act.name!r} has no closed form: "
-                  "the layer map is interpolated over the variances, exact to 1e-10 but slow (up to minutes "
-                  "per layer); scale the inputs to a common norm for speed", KernelWarning, stacklevel=4)
-    s_lo, s_hi = math.sqrt(pos.min()), math.sqrt(pos.max())
-    prev = None
-    for M in (5, 9, 17, 33, 65):
-        s_nodes = _lobatto(s_lo, s_hi, M)
-        q_nodes = s_nodes**2
+    # many distinct variances: tables at Chebyshev-Lobatto nodes in x = log q; 3 and 5 nodes give the
+    # rate at which the Chebyshev coefficients along the variance axes decay, from which the
+    # number of nodes that reaches VARIANCE_TOL is predicted (then doubled, nested, if short)
+    x_lo, x_hi = math.log(pos.min()), math.log(pos.max())
+    pieces = None
+    M, errs = 5, {}
+    while True:
+        x_nodes = _lobatto(x_lo, x_hi, M)
+        q_nodes = np.exp(x_nodes)
         sc1 = np.sqrt(np.maximum(phi2(q_nodes), 1e-300))
-        tab = _build_tables(fn, act, q_nodes, lo, hi, sc1[:, None] * sc1[None, :])
-        if prev is not None:
-            th = np.linspace(lo, hi, 33)
-            W = _bary_weights(s_nodes, prev[1])
-            coarse = np.einsum("ia,jb,abt->ijt", W, W, _table_values(prev[0], th))
-            err = float(np.max(np.abs(_table_values(tab, th) - coarse) / (sc1[:, None, None] * sc1[None, :, None])))
-            if err <= 1e-11:
-                break
-        prev = (tab, s_nodes)
-    else:
-        warnings.warn(f"variance interpolation for {act.name!r} reached only {err:.1e} relative accuracy",
-                      KernelWarning, stacklevel=3)
+        tab, pieces = _build_tables(_shared_values(fn, act, q_nodes), act.name, q_nodes, lo, hi,
+                                    sc1[:, None] * sc1[None, :], pieces)
+        # interpolate E[fn fn'] / sqrt(E[fn^2] E[fn'^2]): the scales are known for every input
+        tab.coef /= (sc1[:, None] * sc1[None, :])[:, :, None, None]
+        env = _variance_envelope(tab.coef)
+        errs[M] = err = float(env[-2:].max())
+        if err <= VARIANCE_TOL:
+            break
+        if M >= _MAX_VARIANCE_NODES:
+            warnings.warn(f"variance interpolation for {act.name!r} reached only {err:.1e} relative accuracy",
+                          KernelWarning, stacklevel=3)
+            break
+        # geometric decay err_M ~ rho^-M: rho from the coefficients of the first tables, then from
+        # the tails of the first and the latest
+        if M == 5:
+            rho = (env[1] / max(env[4], 1e-300)) ** (1.0 / 3.0)
+        else:
+            rho = (errs[5] / max(err, 1e-300)) ** (1.0 / (M - 5))
+        rho = max(rho, 1.5)
+        M = min(M + max(1, math.ceil(math.log(err / VARIANCE_TOL) / math.log(rho))) + 1, _MAX_VARIANCE_NODES)
 
-    def weights(d):
-        W = _bary_weights(np.sqrt(np.maximum(d, 0.0)), s_nodes)
-        W[d <= 0] = 0.0
+    def weights(d, e):
+        p = d > 0
+        W = np.zeros((d.size, M))
+        W[p] = _bary_weights(np.log(d[p]), x_nodes) * np.sqrt(e[p])[:, None]
         return np.broadcast_to(np.arange(M), W.shape).copy(), W
 
-    i1, w1 = weights(d1)
-    i2, w2 = weights(d2)
+    i1, w1 = weights(d1, e1)
+    i2, w2 = weights(d2, e2)
     return _Plan(tab, i1, w1, i2, w2)
 
 
-def _table_values(tab, th):
-    P = tab.breaks.size - 1
-    k = np.clip(np.searchsorted(tab.breaks, th, side="right") - 1, 0, P - 1)
-    pl, ph = tab.breaks[k], tab.breaks[k + 1]
-    t = (2 * th - pl - ph) / (ph - pl)
-    V = np.polynomial.chebyshev.chebvander(t, _DEGREE)  # (nth, D)
-    return np.einsum("abtk,tk->abt", tab.coef[:, :, k, :], V)
+def _variance_envelope(coef):
+    """Largest Chebyshev coefficient of each degree along either variance axis of the tables, (M,)."""
+    C = _cheb_coeffs(np.moveaxis(coef, 0, -1))  # (M, P, D, M): coefficients along the first axis
+    C = np.abs(_cheb_coeffs(np.moveaxis(C, 0, -1)))  # (P, D, M, M): and along the second
+    return np.maximum(C.max(axis=(0, 1, 3)), C.max(axis=(0, 1, 2)))
 
 
 def _apply(plan, K, d1, d2, out, same):
@@ -668,7 +774,7 @@ def _recursion(X1, X2, same, act, depth, sw, sb, method, want_ntk):
             def phi2(q):
                 return expectation(act, "phi2", q)
 
-            plan = _plan(act.phi, act, d1, d2, lo, hi, phi2)
+            plan = _plan(act.phi, act, d1, d2, e1, e2, lo, hi, phi2)
             _apply(plan, K, d1, d2, F, same)
             _zero_variance_fix(act.phi, act, d1, d2, F)
             if want_ntk:
@@ -677,7 +783,7 @@ def _recursion(X1, X2, same, act, depth, sw, sb, method, want_ntk):
                 def dphi2(q):
                     return expectation(act, "dphi2", q)
 
-                gplan = _plan(dphi, act, d1, d2, lo, hi, dphi2)
+                gplan = _plan(dphi, act, d1, d2, g1, g2, lo, hi, dphi2)
                 _apply(gplan, K, d1, d2, G, same)
                 _zero_variance_fix(dphi, act, d1, d2, G)
         if want_ntk:

@@ -16,7 +16,7 @@ import pytest
 from scipy import integrate, special
 
 from meanfield.expectations import expectation
-from meanfield.kernels import KernelWarning, NNGPClassifier, NNGPRegressor, _bivariate, nngp, ntk
+from meanfield.kernels import KernelWarning, NNGPClassifier, NNGPRegressor, _bivariate_shared, nngp, ntk
 from meanfield.phase import critical_sigma_w2
 
 
@@ -129,17 +129,33 @@ def test_table_method_matches_closed_forms(act, norms):
 
 
 def test_table_method_many_distinct_norms_matches_erf_closed_form(monkeypatch):
-    # more distinct variances than groups: Chebyshev interpolation in sqrt(q) (forced here with
-    # few inputs, since the interpolation costs (nodes)^2 tables per layer)
+    # more distinct variances than groups: Chebyshev interpolation in log q (forced here with
+    # few inputs by lowering the group limit)
     import meanfield.kernels as mk
 
     monkeypatch.setattr(mk, "_MAX_GROUPS", 2)
     X = _inputs(4, 5, 5, norms=[0.9, 1.0, 1.1, 1.2])
     Y = _inputs(3, 5, 6, norms=[0.95, 1.05, 1.15])
     ref = _erf_reference(X, Y, 1, 1.4, 0.1)
-    with pytest.warns(mk.KernelWarning, match="distinct variances"):
-        K = nngp(X, Y, "erf", depth=1, sigma_w2=1.4, sigma_b2=0.1, method="interpolate")
+    K = nngp(X, Y, "erf", depth=1, sigma_w2=1.4, sigma_b2=0.1, method="interpolate")
     assert _rel(K, ref) < 1e-10
+
+
+def test_variance_interpolation_over_a_wide_spread_of_norms():
+    # norms from 0.5 to 2 (variances over a factor 16): more than 10 interpolation nodes in layer 1
+    X = _inputs(9, 5, 14, norms=np.geomspace(0.5, 2.0, 9))
+    Y = _inputs(4, 5, 15, norms=[0.6, 0.9, 1.4, 1.9])
+    ref = _erf_reference(X, Y, 1, 2.0, 0.1)
+    Theta_in, K = ntk(X, Y, "erf", depth=1, sigma_w2=2.0, sigma_b2=0.1, method="interpolate", return_nngp=True)
+    assert _rel(K, ref) < 1e-10
+    Theta_ex = ntk(X, Y, "erf", depth=1, sigma_w2=2.0, sigma_b2=0.1)
+    assert _rel(Theta_in, Theta_ex) < 1e-10
+
+
+def test_oscillating_activation_at_large_variance_warns():
+    X = _inputs(1, 4, 16, norms=[6.0])  # one input: only the diagonal, no table work
+    with pytest.warns(KernelWarning, match="oscillates"):
+        nngp(X, None, "x*tanh(x) + sin(x)/2", depth=1, sigma_w2=20.0, sigma_b2=0.1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -182,6 +198,18 @@ def test_other_activations_against_pair_quadrature_depth_10(act, phase):
     assert _rel(got, ref) < 1e-9
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", ["ordered", "critical", "chaotic"])
+def test_tanh_unnormalised_inputs_against_pair_quadrature(phase):
+    # every input has its own norm (Gaussian inputs, no normalisation): variance interpolation
+    sw, sb = _phase_params("tanh", phase)
+    X = np.random.default_rng(17).standard_normal((12, 6))
+    pairs = [(0, 1), (2, 7), (5, 11), (9, 10), (3, 3)]
+    K = nngp(X, None, "tanh", depth=10, sigma_w2=sw, sigma_b2=sb)
+    ref = _pair_reference("tanh", X, pairs, 10, sw, sb)
+    assert _rel(np.array([K[i, j] for i, j in pairs]), ref) < 1e-9
+
+
 @pytest.mark.parametrize("act", ["tanh", "hard_tanh"])
 def test_ntk_against_pair_quadrature(act):
     sw, sb = _phase_params(act, "critical")
@@ -215,25 +243,49 @@ def test_one_layer_against_nested_scipy_quad(act, phi):
 
 
 def test_bivariate_rule_against_mpmath():
+    # one call for three outer variances at once (the inner integrals are shared between them)
     mp = pytest.importorskip("mpmath")
     mp.mp.dps = 25
     from meanfield.activations import activation
 
     act = activation("hard_tanh")
-    q1, q2 = 1.0, 1.3
-    for theta in (1e-5, 0.7, math.pi - 1e-4):
-        t = mp.mpf(theta)
-        c, s, a2 = mp.cos(t), mp.sin(t), mp.sqrt(mp.mpf(q2))
+    qa, q2 = np.array([0.3, 1.0, 4.0]), 1.3
+    thetas = np.array([1e-5, 0.7, math.pi - 1e-4])
+    got = _bivariate_shared(act.phi, act, qa, np.full(3, q2), thetas)
+    for a, q1 in enumerate(qa):
+        for k, theta in enumerate(thetas):
+            t = mp.mpf(theta)
+            c, s, a1, a2 = mp.cos(t), mp.sin(t), mp.sqrt(mp.mpf(q1)), mp.sqrt(mp.mpf(q2))
 
-        def inner(u1, c=c, s=s, a2=a2):
-            m, sd = a2 * c * u1, a2 * s
-            lo, hi = (-1 - m) / sd, (1 - m) / sd
-            return -mp.ncdf(lo) + 1 - mp.ncdf(hi) + m * (mp.ncdf(hi) - mp.ncdf(lo)) + sd * (mp.npdf(lo) - mp.npdf(hi))
+            def inner(u1, c=c, s=s, a1=a1, a2=a2):
+                m, sd = a2 * c * u1 / a1, a2 * s
+                lo, hi = (-1 - m) / sd, (1 - m) / sd
+                return (-mp.ncdf(lo) + 1 - mp.ncdf(hi) + m * (mp.ncdf(hi) - mp.ncdf(lo))
+                        + sd * (mp.npdf(lo) - mp.npdf(hi)))
 
-        pts = sorted({-10.0, -1.0, 0.0, 1.0, 10.0} | {float(k / (a2 * c)) for k in (-1, 1) if abs(k / (a2 * c)) < 10})
-        ref = mp.quad(lambda u: max(-1, min(1, u)) * mp.npdf(u) * inner(u), pts, maxdegree=10)
-        got = _bivariate(act.phi, act, np.array([q1]), np.array([q2]), np.array([theta]))[0]
-        assert abs(got - float(ref)) < 1e-13
+            b = float(a2 * c / a1)
+            pts = sorted({-10.0 * float(a1), -1.0, 0.0, 1.0, 10.0 * float(a1)}
+                         | {k_ / b for k_ in (-1, 1) if abs(k_ / b) < 10 * float(a1)})
+            ref = mp.quad(lambda u: max(-1, min(1, u)) * mp.npdf(u / a1) / a1 * inner(u), pts, maxdegree=10)
+            assert abs(got[a, k] - float(ref)) < 1e-13, (q1, theta)
+
+
+@pytest.mark.parametrize("act", ["tanh", "softplus", "gelu", "mish", "selu", "swish", "erf"])
+def test_bivariate_rule_against_adaptive_quadrature(act):
+    # the fixed rule (several outer variances sharing inner integrals) against the package's
+    # adaptive Gauss-Kronrod expectation, over variances 0.05 to 400 and angles 0 to pi
+    from meanfield.activations import activation
+
+    a = activation(act)
+    thetas = np.array([0.0, 0.05, 0.3, 1.0, 1.6, 2.5, math.pi - 0.05, math.pi])  # (tiny angles: mpmath test)
+    for qa, q2 in [([0.05, 0.08], 0.06), ([0.5, 1.0, 1.9], 1.2), ([3.0, 10.0], 6.0), ([100.0, 400.0], 200.0)]:
+        qa = np.array(qa)
+        got = _bivariate_shared(a.phi, a, qa, np.full(thetas.size, q2), thetas)
+        for i, q1 in enumerate(qa):
+            ref = expectation(a, "cov", np.full(thetas.size, q1), np.full(thetas.size, q2), c=np.cos(thetas),
+                              method="quadrature")
+            scale = math.sqrt(expectation(a, "phi2", q1) * expectation(a, "phi2", q2))
+            assert np.max(np.abs(got[i] - ref)) < 1e-11 * scale, (act, q1, q2)
 
 
 # ----------------------------------------------------------------------------------------
