@@ -491,6 +491,7 @@ def _eval_tables(K, d1, d2, idx1, w1, idx2, w2, coef, breaks, ndeg, row0, upper,
     hi = breaks[P]
     for i in numba.prange(n1):
         C = np.zeros((M, P, D))
+        V = np.empty(D)
         for a in range(idx1.shape[1]):
             wa = w1[i, a]
             if wa != 0.0:
@@ -525,19 +526,22 @@ def _eval_tables(K, d1, d2, idx1, w1, idx2, w2, coef, breaks, ndeg, row0, upper,
             t = (2.0 * th - pl - ph) / (ph - pl)
             t2 = 2.0 * t
             nd = ndeg[a0]
-            acc = 0.0
+            # combine the tables of column j's variance nodes (contiguous, vectorisable), then one
+            # Clenshaw recurrence for sum_k V[k] T_k(t)
+            V[:nd] = 0.0
             for b in range(idx2.shape[1]):
                 wb = w2[j, b]
                 if wb != 0.0:
-                    g = idx2[j, b]
-                    # Clenshaw recurrence for sum_k C[g, a0, k] T_k(t)
-                    b1 = 0.0
-                    b2 = 0.0
-                    for k in range(nd - 1, 0, -1):
-                        tmp = t2 * b1 - b2 + C[g, a0, k]
-                        b2 = b1
-                        b1 = tmp
-                    acc += wb * (t * b1 - b2 + C[g, a0, 0])
+                    Cg = C[idx2[j, b], a0]
+                    for k in range(nd):
+                        V[k] += wb * Cg[k]
+            b1 = 0.0
+            b2 = 0.0
+            for k in range(nd - 1, 0, -1):
+                tmp = t2 * b1 - b2 + V[k]
+                b2 = b1
+                b1 = tmp
+            acc = t * b1 - b2 + V[0]
             out[i, j] = acc
 
 
@@ -766,9 +770,14 @@ def _recursion(X1, X2, same, act, depth, sw, sb, method, want_ntk):
             rows = max(1, _BLOCK // max(1, K.shape[1]))
             for r in range(0, K.shape[0], rows):
                 sl = slice(r, r + rows)
-                F[sl] = cov(d1[sl, None], d2[None, :], K[sl])
+                cs = slice(r if same else 0, None)  # X2 is X1: the upper block triangle, mirrored below
+                F[sl, cs] = cov(d1[sl, None], d2[None, cs], K[sl, cs])
                 if want_ntk:
-                    G[sl] = dcov(d1[sl, None], d2[None, :], K[sl])
+                    G[sl, cs] = dcov(d1[sl, None], d2[None, cs], K[sl, cs])
+            if same:
+                _mirror_upper(F)
+                if want_ntk:
+                    _mirror_upper(G)
         else:
             lo, hi = _angle_range(K, d1, d2, same)
             def phi2(q):
@@ -797,15 +806,12 @@ def _recursion(X1, X2, same, act, depth, sw, sb, method, want_ntk):
         d1 = sb + sw * e1
         d2 = d1 if same else sb + sw * e2
         if same:
+            # F and G are evaluated on the upper triangle and mirrored: K and Theta stay exactly symmetric
             np.fill_diagonal(K, d1)
-            K += K.T
-            K *= 0.5
         if want_ntk:
             Theta += K
             if same:
                 np.fill_diagonal(Theta, td1)
-                Theta += Theta.T
-                Theta *= 0.5
     return K, Theta
 
 
