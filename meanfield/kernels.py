@@ -57,8 +57,8 @@ evaluated directly, entry by entry.  For any other activation every layer is don
    Its accuracy is checked in the tests: 1e-13 against mpmath (hard tanh), and within 1e-11 of
    adaptive Gauss-Kronrod quadrature (tolerance 1e-12) for tanh, softplus, gelu, mish, selu, swish
    and erf at variances 0.05 to 400 and all angles.  A compiled kernel evaluates the tables for all entries (the
-   upper triangle only when ``X2`` is ``X1``), rows in parallel, block by block; memory stays
-   O(n1 n2).
+   upper triangle only when ``X2`` is ``X1``), block by block; memory stays O(n1 n2).  Table
+   nodes and blocks of rows are spread over threads (the CPUs the process may use, at most 8).
 
 Limitation: the panels resolve the activation's features near the origin (within about 12) and
 the Gaussian on the scale of its standard deviation.  An activation that oscillates without end
@@ -70,6 +70,7 @@ q = 50.  The closed forms of ``sin`` and ``cos`` themselves are exact.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -185,7 +186,7 @@ _POOL = None
 _OSCILLATION_Q = 50.0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _panels(lo, hi, cuts, u, w, k):  # pragma: no cover - compiled
     """Gauss-Legendre nodes on the panels between ``lo``, the sorted ``cuts`` inside, and ``hi``.
 
@@ -209,7 +210,7 @@ def _panels(lo, hi, cuts, u, w, k):  # pragma: no cover - compiled
     return k
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _outer_nodes(a1, beta, sd2, reach, fixed, kinks):  # pragma: no cover - compiled
     """Outer nodes ``u1`` and weights (Gaussian density included) of every row, with row pointers.
 
@@ -248,7 +249,7 @@ def _outer_nodes(a1, beta, sd2, reach, fixed, kinks):  # pragma: no cover - comp
     return u[:k], w[:k], ptr
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _inner_cuts(m, s, feats, cuts):  # pragma: no cover - compiled
     """Sorted union of the standard-normal cuts and the feature preimages ``(feats - m) / s``."""
     a = 0
@@ -263,7 +264,7 @@ def _inner_cuts(m, s, feats, cuts):  # pragma: no cover - compiled
             b += 1
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True)
 def _inner_nodes(u1, ptr, beta, sd2, reach, feats):  # pragma: no cover - compiled
     """Inner nodes ``u2 = beta u1 + sd2 t`` and weights (Gaussian in t) for every outer node."""
     n1 = u1.size
@@ -274,7 +275,7 @@ def _inner_nodes(u1, ptr, beta, sd2, reach, feats):  # pragma: no cover - compil
         row[ptr[r]:ptr[r + 1]] = r
     # pass 1: number of nodes per outer node
     count = np.empty(n1, dtype=np.int64)
-    for i in numba.prange(n1):
+    for i in range(n1):
         r = row[i]
         s = sd2[r]
         if s <= 0.0:
@@ -296,7 +297,7 @@ def _inner_nodes(u1, ptr, beta, sd2, reach, feats):  # pragma: no cover - compil
     u = np.empty(iptr[n1])
     w = np.empty(iptr[n1])
     # pass 2: the nodes
-    for i in numba.prange(n1):
+    for i in range(n1):
         r = row[i]
         m = beta[r] * u1[i]
         s = sd2[r]
@@ -315,30 +316,44 @@ def _inner_nodes(u1, ptr, beta, sd2, reach, feats):  # pragma: no cover - compil
     return u, w, iptr
 
 
-def _evaluate(fn, u, threads):
-    """``fn(u)`` as float64; with ``threads``, large arrays are split over threads (numpy releases
-    the GIL).  Only for activations built from expressions: a user's callable may not be thread-safe."""
-    n = u.size
-    workers = numba.get_num_threads()
-    if not threads or workers < 2 or n < 1 << 16:
-        return np.asarray(fn(u), dtype=float)
+def _workers():
+    """Threads for the table work: the CPUs this process may use (at most 8)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
+
+
+def _run(task, items, threads=True):
+    """``[task(x) for x in items]``, on a thread pool when there are several items and CPUs.
+
+    The compiled kernels release the GIL and numpy releases it in its loops, so threads run in
+    parallel (no OpenMP: safe under fork and from several user threads).
+    """
+    items = list(items)
+    if not threads or len(items) < 2 or _workers() < 2:
+        return [task(x) for x in items]
     global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=workers)
-    out = np.empty(n)
-    bounds = np.linspace(0, n, workers + 1).astype(int)
-
-    def part(k):
-        out[bounds[k]:bounds[k + 1]] = fn(u[bounds[k]:bounds[k + 1]])
-
-    list(_POOL.map(part, range(workers)))
-    return out
+        _POOL = ThreadPoolExecutor(max_workers=_workers())
+    return list(_POOL.map(task, items))
 
 
-@numba.njit(cache=True, parallel=True)
+def _forget_pool():
+    """After fork the child has the pool object but not its threads: start a new one when needed."""
+    global _POOL
+    _POOL = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+@numba.njit(cache=True, nogil=True)
 def _inner_sums(f2, w2, iptr):  # pragma: no cover - compiled
     out = np.empty(iptr.size - 1)
-    for i in numba.prange(iptr.size - 1):
+    for i in range(iptr.size - 1):
         acc = 0.0
         for j in range(iptr[i], iptr[i + 1]):
             acc += w2[j] * f2[j]
@@ -371,17 +386,20 @@ def _bivariate_shared(fn, act: Activation, qa, q2, theta):
     beta = a2 * np.cos(theta)  # E[u2 | z] = beta z
     sd2 = a2 * np.sin(theta)
     one = np.ones(q2.size)
-    threads = act.expr is not None
     out = np.empty((qa.size, q2.size))
     per_row = (_ZCUTS.size + fixed.size + kinks.size * _KCUTS.size + 1) * (_ZCUTS.size + feats.size + 1) * _GL_X.size**2
-    rows = max(1, _CHUNK_NODES // per_row)
-    for r in range(0, q2.size, rows):
+    rows = max(1, min(_CHUNK_NODES // per_row, -(-q2.size // _workers())))
+
+    def chunk(r):
         sl = slice(r, r + rows)
         z, w1, ptr = _outer_nodes(one[sl], beta[sl], sd2[sl], reach[sl], fixed, kinks)
         u2, w2, iptr = _inner_nodes(z, ptr, beta[sl], sd2[sl], reach[sl], feats)
-        g = w1 * _inner_sums(_evaluate(fn, u2, threads), w2, iptr)
-        f1 = _evaluate(fn, (sa[:, None] * z[None, :]).ravel(), threads).reshape(qa.size, z.size)
+        g = w1 * _inner_sums(np.asarray(fn(u2), dtype=float), w2, iptr)
+        f1 = np.asarray(fn((sa[:, None] * z[None, :]).ravel()), dtype=float).reshape(qa.size, z.size)
         out[:, sl] = np.add.reduceat(f1 * g[None, :], ptr[:-1], axis=1)
+
+    # a user's callable may not be thread-safe: threads only for activations built from expressions
+    _run(chunk, range(0, q2.size, rows), threads=act.expr is not None)
     return out
 
 
@@ -477,11 +495,11 @@ def _shared_values(fn, act, qnodes):
 # ----------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True)
 def _eval_tables(K, d1, d2, idx1, w1, idx2, w2, coef, breaks, ndeg, row0, upper, out):  # pragma: no cover
     """out[i, j] = sum_ab w1[i, a] w2[j, b] T_ab(arccos(K[i, j] / sqrt(d1[i] d2[j]))).
 
-    Rows in parallel; with ``upper`` only ``j >= row0 + i`` (the rest is mirrored by the caller).
+    With ``upper`` only ``j >= row0 + i`` (the rest is mirrored by the caller).
     """
     n1, n2 = K.shape
     M = coef.shape[1]
@@ -489,7 +507,7 @@ def _eval_tables(K, d1, d2, idx1, w1, idx2, w2, coef, breaks, ndeg, row0, upper,
     D = coef.shape[3]
     lo = breaks[0]
     hi = breaks[P]
-    for i in numba.prange(n1):
+    for i in range(n1):
         C = np.zeros((M, P, D))
         V = np.empty(D)
         for a in range(idx1.shape[1]):
@@ -545,7 +563,7 @@ def _eval_tables(K, d1, d2, idx1, w1, idx2, w2, coef, breaks, ndeg, row0, upper,
             out[i, j] = acc
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _mirror_upper(A):  # pragma: no cover - compiled
     """Copy the upper triangle of the square A onto the lower one."""
     n = A.shape[0]
@@ -636,9 +654,9 @@ def _plan(fn, act, d1, d2, e1, e2, lo, hi, phi2):
         i1, w1 = weights(d1)
         i2, w2 = weights(d2)
         return _Plan(tab, i1, w1, i2, w2)
-    # many distinct variances: tables at Chebyshev-Lobatto nodes in x = log q; 3 and 5 nodes give the
+    # many distinct variances: tables at Chebyshev-Lobatto nodes in x = log q; 5 nodes give the
     # rate at which the Chebyshev coefficients along the variance axes decay, from which the
-    # number of nodes that reaches VARIANCE_TOL is predicted (then doubled, nested, if short)
+    # number of nodes that reaches VARIANCE_TOL is predicted (and predicted again if short)
     x_lo, x_hi = math.log(pos.min()), math.log(pos.max())
     pieces = None
     M, errs = 5, {}
@@ -687,11 +705,14 @@ def _variance_envelope(coef):
 
 def _apply(plan, K, d1, d2, out, same):
     tab = plan.tables
-    rows = max(1, _BLOCK // max(1, K.shape[1]))
-    for r in range(0, K.shape[0], rows):
+    rows = max(1, min(_BLOCK // max(1, K.shape[1]), -(-K.shape[0] // (4 * _workers()))))
+
+    def block(r):
         sl = slice(r, r + rows)
         _eval_tables(K[sl], d1[sl], d2, plan.idx1[sl], plan.w1[sl], plan.idx2, plan.w2, tab.coef, tab.breaks,
                      tab.ndeg, r, same, out[sl])
+
+    _run(block, range(0, K.shape[0], rows))
     if same:
         _mirror_upper(out)
     return out

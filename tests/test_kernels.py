@@ -303,6 +303,30 @@ def test_symmetric_and_psd(act, sw):
         assert ev.min() > -1e-12 * ev.max()
 
 
+def _tanh_entry(X):
+    return float(nngp(X, None, "tanh", depth=2, sigma_w2=1.5, sigma_b2=0.1)[1, 2])
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_kernels_after_fork_and_from_several_threads():
+    # the table work runs on a thread pool: a forked child (multiprocessing's default on Linux) must
+    # not wait on the parent's threads, and concurrent calls from user threads must agree
+    import multiprocessing
+    import threading
+
+    X = _inputs(40, 5, 18, norms=[1.0, 1.3])
+    expected = _tanh_entry(X)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_tanh_entry, (X,)).get(timeout=300) == expected
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(_tanh_entry(X))) for _ in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=300)
+    assert results == [expected] * 3
+
+
 def test_cross_kernel_consistent_with_joint_kernel():
     X = _inputs(6, 4, 12, norms=[1, 2])
     Y = _inputs(3, 4, 13)
