@@ -45,7 +45,8 @@ evaluated directly, entry by entry.  For any other activation every layer is don
    in ``log q`` and interpolated (barycentric) in both variances.  What is interpolated is the
    normalised ``E[phi(u) phi(u')] / sqrt(E[phi(u)^2] E[phi(u')^2])``.  Tables at 5 nodes give the
    rate at which its Chebyshev coefficients along the variance axes decay; the number of nodes
-   that brings the trailing ones below ``1e-12`` is predicted from it (and again if short).
+   that brings the trailing ones below ``1e-12`` is predicted from it and rounded up to 9, 17, 33
+   or 65 (nested node sets, so the integrals already done are reused).
    After the first layer the variances contract towards ``q*``, so few nodes are needed; a wide
    spread of input norms costs most in layer 1.
 3. Table nodes are bivariate integrals by a fixed-order rule: ``u`` outer, ``u' | u`` inner,
@@ -107,7 +108,7 @@ _GROUP_RTOL = 1e-12
 _MAX_GROUPS = 5
 #: Tolerance of the interpolation over the variances, relative to E[phi(u)^2].
 VARIANCE_TOL = 1e-12
-_MAX_VARIANCE_NODES = 65
+_MAX_VARIANCE_NODES = 65  # 5, 9, 17, 33, 65: nested Chebyshev-Lobatto sets
 _BLOCK = 1 << 17
 
 
@@ -361,7 +362,7 @@ def _inner_sums(f2, w2, iptr):  # pragma: no cover - compiled
     return out
 
 
-def _bivariate_shared(fn, act: Activation, qa, q2, theta):
+def _bivariate_shared(fn, act: Activation, qa, q2, theta, cache=None):
     """``E[fn(u1) fn(u2)]`` for every ``u1 ~ N(0, qa[a])`` and every row ``(q2, theta)``: (len(qa), rows).
 
     Nested fixed-order rule (see the module docstring).  The outer variable is
@@ -372,6 +373,8 @@ def _bivariate_shared(fn, act: Activation, qa, q2, theta):
     panels near the origin are at most as wide as ``_ACUTS`` makes them), at the kinks seen at every
     ``sqrt(qa)``, and around the points where the conditional mean crosses a kink.  Nodes are laid
     out by compiled code and ``fn`` is evaluated on them in large vectorised batches; qa, q2 > 0.
+    ``cache`` (a dict) keeps the outer nodes and inner integrals of every row for later calls with
+    the same outer cuts (nested sets of ``qa``).
     """
     qa, q2, theta = (np.ascontiguousarray(np.ravel(v), dtype=float) for v in (qa, q2, theta))
     kinks = np.asarray(act.kinks, dtype=float)
@@ -386,17 +389,29 @@ def _bivariate_shared(fn, act: Activation, qa, q2, theta):
     beta = a2 * np.cos(theta)  # E[u2 | z] = beta z
     sd2 = a2 * np.sin(theta)
     one = np.ones(q2.size)
+    cache = {} if cache is None else cache
+    fkey = fixed.tobytes()
+    keys = [(fkey, q2[r], theta[r], reach[r]) for r in range(q2.size)]
     out = np.empty((qa.size, q2.size))
     per_row = (_ZCUTS.size + fixed.size + kinks.size * _KCUTS.size + 1) * (_ZCUTS.size + feats.size + 1) * _GL_X.size**2
     rows = max(1, min(_CHUNK_NODES // per_row, -(-q2.size // _workers())))
 
     def chunk(r):
         sl = slice(r, r + rows)
-        z, w1, ptr = _outer_nodes(one[sl], beta[sl], sd2[sl], reach[sl], fixed, kinks)
-        u2, w2, iptr = _inner_nodes(z, ptr, beta[sl], sd2[sl], reach[sl], feats)
-        g = w1 * _inner_sums(np.asarray(fn(u2), dtype=float), w2, iptr)
+        new = np.array([k not in cache for k in keys[sl]])
+        if new.any():
+            idx = np.arange(r, min(r + rows, q2.size))[new]
+            z, w1, ptr = _outer_nodes(one[idx], beta[idx], sd2[idx], reach[idx], fixed, kinks)
+            u2, w2, iptr = _inner_nodes(z, ptr, beta[idx], sd2[idx], reach[idx], feats)
+            wg = w1 * _inner_sums(np.asarray(fn(u2), dtype=float), w2, iptr)
+            for k, i in enumerate(idx):
+                cache[keys[i]] = (z[ptr[k]:ptr[k + 1]], wg[ptr[k]:ptr[k + 1]])
+        parts = [cache[k] for k in keys[sl]]
+        z = np.concatenate([p[0] for p in parts])
+        wg = np.concatenate([p[1] for p in parts])
+        starts = np.cumsum([0] + [p[0].size for p in parts[:-1]])
         f1 = np.asarray(fn((sa[:, None] * z[None, :]).ravel()), dtype=float).reshape(qa.size, z.size)
-        out[:, sl] = np.add.reduceat(f1 * g[None, :], ptr[:-1], axis=1)
+        out[:, sl] = np.add.reduceat(f1 * wg[None, :], starts, axis=1)
 
     # a user's callable may not be thread-safe: threads only for activations built from expressions
     _run(chunk, range(0, q2.size, rows), threads=act.expr is not None)
@@ -478,13 +493,13 @@ def _build_tables(values, name, qnodes, lo, hi, scale, pieces=None):
     return _Tables(breaks, C, qnodes, ndeg), pieces
 
 
-def _shared_values(fn, act, qnodes):
+def _shared_values(fn, act, qnodes, cache=None):
     """``values(th)`` for :func:`_build_tables`: inner integrals shared by all outer variances."""
     pa, pb = np.triu_indices(qnodes.size)
 
     def values(th):
         n = th.size
-        F = _bivariate_shared(fn, act, qnodes, np.repeat(qnodes, n), np.tile(th, qnodes.size))
+        F = _bivariate_shared(fn, act, qnodes, np.repeat(qnodes, n), np.tile(th, qnodes.size), cache)
         return F.reshape(qnodes.size, qnodes.size, n)[pa, pb]
 
     return values
@@ -656,20 +671,22 @@ def _plan(fn, act, d1, d2, e1, e2, lo, hi, phi2):
         return _Plan(tab, i1, w1, i2, w2)
     # many distinct variances: tables at Chebyshev-Lobatto nodes in x = log q; 5 nodes give the
     # rate at which the Chebyshev coefficients along the variance axes decay, from which the
-    # number of nodes that reaches VARIANCE_TOL is predicted (and predicted again if short)
+    # number of nodes that reaches VARIANCE_TOL is predicted, rounded up to a nested set (5, 9,
+    # 17, ...: the rows already computed are reused)
     x_lo, x_hi = math.log(pos.min()), math.log(pos.max())
     pieces = None
-    M, errs = 5, {}
+    cache: dict = {}
+    M, err5 = 5, None
     while True:
         x_nodes = _lobatto(x_lo, x_hi, M)
         q_nodes = np.exp(x_nodes)
         sc1 = np.sqrt(np.maximum(phi2(q_nodes), 1e-300))
-        tab, pieces = _build_tables(_shared_values(fn, act, q_nodes), act.name, q_nodes, lo, hi,
+        tab, pieces = _build_tables(_shared_values(fn, act, q_nodes, cache), act.name, q_nodes, lo, hi,
                                     sc1[:, None] * sc1[None, :], pieces)
         # interpolate E[fn fn'] / sqrt(E[fn^2] E[fn'^2]): the scales are known for every input
         tab.coef /= (sc1[:, None] * sc1[None, :])[:, :, None, None]
         env = _variance_envelope(tab.coef)
-        errs[M] = err = float(env[-2:].max())
+        err = float(env[-2:].max())
         if err <= VARIANCE_TOL:
             break
         if M >= _MAX_VARIANCE_NODES:
@@ -679,11 +696,12 @@ def _plan(fn, act, d1, d2, e1, e2, lo, hi, phi2):
         # geometric decay err_M ~ rho^-M: rho from the coefficients of the first tables, then from
         # the tails of the first and the latest
         if M == 5:
-            rho = (env[1] / max(env[4], 1e-300)) ** (1.0 / 3.0)
+            err5, rho = err, (env[1] / max(env[4], 1e-300)) ** (1.0 / 3.0)
         else:
-            rho = (errs[5] / max(err, 1e-300)) ** (1.0 / (M - 5))
-        rho = max(rho, 1.5)
-        M = min(M + max(1, math.ceil(math.log(err / VARIANCE_TOL) / math.log(rho))) + 1, _MAX_VARIANCE_NODES)
+            rho = (err5 / max(err, 1e-300)) ** (1.0 / (M - 5))
+        need = M + math.ceil(math.log(err / VARIANCE_TOL) / math.log(max(rho, 1.5)))
+        while M < need and M < _MAX_VARIANCE_NODES:
+            M = 2 * M - 1
 
     def weights(d, e):
         p = d > 0
