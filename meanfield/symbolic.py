@@ -86,7 +86,6 @@ def _bivariate_c(act: Activation, order: int):
     expr = act.expr
     if expr is None:
         return None
-    pre = sp.exp(-(q1 + q2) / 2)
     s12 = c * sp.sqrt(q1) * sp.sqrt(q2)
     if expr.is_polynomial(x):
         return _poly_expectation(sp.diff(expr, x, order)).subs(q12, s12)
@@ -100,10 +99,15 @@ def _bivariate_c(act: Activation, order: int):
         if order == 0:
             return 2 / sp.pi * sp.asin(2 * s12 / sp.sqrt((1 + 2 * q1) * (1 + 2 * q2)))
         return 4 / sp.pi / sp.sqrt((1 + 2 * q1) * (1 + 2 * q2) - 4 * s12**2)
+    # exp(-(q1 + q2)/2) sinh(q12) and cosh(q12), written with exponents <= 0 (|q12| <= (q1 + q2)/2) so
+    # that large variances neither overflow nor give inf * 0
+    h = (q1 + q2) / 2
+    sinh_pre = (sp.exp(s12 - h) - sp.exp(-s12 - h)) / 2
+    cosh_pre = (sp.exp(s12 - h) + sp.exp(-s12 - h)) / 2
     if expr == sp.sin(x):
-        return pre * (sp.sinh(s12) if order == 0 else sp.cosh(s12))
+        return sinh_pre if order == 0 else cosh_pre
     if expr == sp.cos(x):
-        return pre * (sp.cosh(s12) if order == 0 else sp.sinh(s12))
+        return cosh_pre if order == 0 else sinh_pre
     if expr == sp.exp(x):
         return sp.exp((q1 + q2) / 2 + s12)
     return None

@@ -1,10 +1,14 @@
 """Closed forms against quadrature (an independent method) and against known formulas."""
 
+import math
+
 import numpy as np
 import pytest
 import sympy as sp
 
 import meanfield as mf
+from meanfield import symbolic
+from meanfield.activations import activation
 from meanfield.symbolic import c, q, q1, q2, q12, sigma_b2, sigma_w2
 
 FAMILIES = ["relu", "abs", "linear", "erf", "sin", "cos", "exp", "monomial"]
@@ -66,3 +70,22 @@ def test_typed_expressions_use_closed_forms():
     assert mf.closed_form("2*x**2 - 1", "q_map") is not None
     v = mf.expectation("2*x**2 - 1", "phi2", 0.7, method="exact")
     assert v == pytest.approx(4 * 3 * 0.7**2 - 4 * 0.7 + 1, rel=1e-14)
+
+
+def test_sin_cos_closed_forms_at_large_variances():
+    # E[sin(u)^2] = (1 - exp(-2q))/2, E[cos(u)^2] = (1 + exp(-2q))/2 and
+    # E[sin(u1) sin(u2)] = exp(-(q1 + q2)/2) sinh(q12): finite (no inf * 0) far beyond exp's range
+    q = np.array([0.5, 700.0, 1000.0, 1e6])
+    with np.errstate(over="raise", invalid="raise"):
+        np.testing.assert_allclose(symbolic.numeric(activation("sin"), "phi2")(q), (1 - np.exp(-2 * q)) / 2,
+                                   rtol=1e-15)
+        np.testing.assert_allclose(symbolic.numeric(activation("cos"), "phi2")(q), (1 + np.exp(-2 * q)) / 2,
+                                   rtol=1e-15)
+        np.testing.assert_allclose(symbolic.numeric(activation("cos"), "dphi2")(q), (1 - np.exp(-2 * q)) / 2,
+                                   rtol=1e-15)
+        q1, q2, q12 = np.array([1000.0, 2.0, 1e5]), np.array([1000.0, 3.0, 1e5]), np.array([1000.0, 1.0, 99990.0])
+        got = symbolic.numeric(activation("sin"), "cov")(q1, q2, q12)
+        ref = np.array([0.5, math.exp(-2.5) * math.sinh(1.0), 0.5 * math.exp(-10.0)])  # exp(-(q1+q2)/2 + q12)/2
+        # (last entry: the exponent -10 comes from c = q12 / sqrt(q1 q2) times 1e5, so rounding of c
+        # is amplified to ~1e-11 relative)
+        np.testing.assert_allclose(got, ref, rtol=1e-10)
