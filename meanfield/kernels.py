@@ -106,14 +106,15 @@ _DEGREE = 16
 _MAX_PIECES = 64
 _GROUP_RTOL = 1e-12
 _MAX_GROUPS = 5
-#: Tolerance of the interpolation over the variances, relative to E[phi(u)^2].
+#: Tolerance of the interpolation over the variances (of E[phi(u) phi(u')] / sqrt(E[phi(u)^2] E[phi(u')^2])).
 VARIANCE_TOL = 1e-12
 _MAX_VARIANCE_NODES = 65  # 5, 9, 17, 33, 65: nested Chebyshev-Lobatto sets
 _BLOCK = 1 << 17
 
 
 class KernelWarning(UserWarning):
-    """A kernel matrix was regularised, or a table did not reach its tolerance."""
+    """A kernel matrix was regularised, a table did not reach its tolerance, or an activation
+    oscillating without end reached variances where the tables lose accuracy."""
 
 
 # ----------------------------------------------------------------------------------------
