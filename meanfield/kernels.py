@@ -57,9 +57,10 @@ evaluated directly, entry by entry.  For any other activation every layer is don
    code (numba, cached) lays out the nodes; phi is evaluated on them in large vectorised batches.
    Its accuracy is checked in the tests: 1e-13 against mpmath (hard tanh), and within 1e-11 of
    adaptive Gauss-Kronrod quadrature (tolerance 1e-12) for tanh, softplus, gelu, mish, selu, swish
-   and erf at variances 0.05 to 400 and all angles.  A compiled kernel evaluates the tables for all entries (the
-   upper triangle only when ``X2`` is ``X1``), block by block; memory stays O(n1 n2).  Table
-   nodes and blocks of rows are spread over threads (the CPUs the process may use, at most 8).
+   and erf at variances 0.05 to 400 and all angles.  A compiled kernel evaluates the tables for
+   all entries (the upper triangle only when ``X2`` is ``X1``), block by block; memory stays
+   O(n1 n2).  Table nodes and blocks of rows are spread over threads (the CPUs the process may
+   use, at most 8).
 
 Limitation: the panels resolve the activation's features near the origin (within about 12) and
 the Gaussian on the scale of its standard deviation.  An activation that oscillates without end
@@ -189,10 +190,11 @@ _OSCILLATION_Q = 50.0
 
 
 @numba.njit(cache=True, nogil=True)
-def _panels(lo, hi, cuts, u, w, k):  # pragma: no cover - compiled
+def _panels(lo, hi, cuts, u, w, k, write=True):  # pragma: no cover - compiled
     """Gauss-Legendre nodes on the panels between ``lo``, the sorted ``cuts`` inside, and ``hi``.
 
-    Writes into ``u[k:]``, ``w[k:]`` and returns the next free index; empty panels get no nodes.
+    Writes into ``u[k:]``, ``w[k:]`` (only counts them without ``write``) and returns the next free
+    index; empty panels get no nodes.
     """
     ng = _GL_X.size
     left = lo
@@ -202,24 +204,26 @@ def _panels(lo, hi, cuts, u, w, k):  # pragma: no cover - compiled
             right = hi
         if right <= left:
             continue
-        half = 0.5 * (right - left)
-        mid = 0.5 * (right + left)
-        for g in range(ng):
-            u[k] = mid + half * _GL_X[g]
-            w[k] = half * _GL_W[g]
-            k += 1
+        if write:
+            half = 0.5 * (right - left)
+            mid = 0.5 * (right + left)
+            for g in range(ng):
+                u[k + g] = mid + half * _GL_X[g]
+                w[k + g] = half * _GL_W[g]
+        k += ng
         left = right
     return k
 
 
 @numba.njit(cache=True, nogil=True)
-def _outer_nodes(a1, beta, sd2, reach, fixed, kinks):  # pragma: no cover - compiled
-    """Outer nodes ``u1`` and weights (Gaussian density included) of every row, with row pointers.
+def _outer_nodes(beta, sd2, reach, fixed, kinks):  # pragma: no cover - compiled
+    """Standard-normal outer nodes ``z`` on ``[-reach, reach]`` and weights (density included) of
+    every row, with row pointers.
 
-    Cuts: ``a1 * _ZCUTS``, the sorted ``fixed`` points and, for every kink ``k`` of the inner
-    function, ``k / beta + (sd2 / |beta|) * _KCUTS`` (where the conditional mean crosses it).
+    Cuts: ``_ZCUTS``, the sorted ``fixed`` points and, for every kink ``k`` of the inner function,
+    ``k / beta + (sd2 / |beta|) * _KCUTS`` (where the conditional mean ``beta z`` crosses it).
     """
-    n = a1.size
+    n = beta.size
     ncut = _ZCUTS.size + fixed.size + kinks.size * _KCUTS.size
     u = np.empty(n * (ncut + 1) * _GL_X.size)
     w = np.empty_like(u)
@@ -229,7 +233,7 @@ def _outer_nodes(a1, beta, sd2, reach, fixed, kinks):  # pragma: no cover - comp
     for r in range(n):
         m = 0
         for z in _ZCUTS:
-            cuts[m] = a1[r] * z
+            cuts[m] = z
             m += 1
         for z in fixed:
             cuts[m] = z
@@ -243,10 +247,9 @@ def _outer_nodes(a1, beta, sd2, reach, fixed, kinks):  # pragma: no cover - comp
                     m += 1
         cs = np.sort(cuts[:m])
         k0 = k
-        k = _panels(-reach[r] * a1[r], reach[r] * a1[r], cs, u, w, k)
+        k = _panels(-reach[r], reach[r], cs, u, w, k)
         for i in range(k0, k):
-            z = u[i] / a1[r]
-            w[i] *= math.exp(-0.5 * z * z) * _INV_SQRT_2PI / a1[r]
+            w[i] *= math.exp(-0.5 * u[i] * u[i]) * _INV_SQRT_2PI
         ptr[r + 1] = k
     return u[:k], w[:k], ptr
 
@@ -270,30 +273,21 @@ def _inner_cuts(m, s, feats, cuts):  # pragma: no cover - compiled
 def _inner_nodes(u1, ptr, beta, sd2, reach, feats):  # pragma: no cover - compiled
     """Inner nodes ``u2 = beta u1 + sd2 t`` and weights (Gaussian in t) for every outer node."""
     n1 = u1.size
-    ng = _GL_X.size
     nrow = ptr.size - 1
     row = np.empty(n1, dtype=np.int64)
     for r in range(nrow):
         row[ptr[r]:ptr[r + 1]] = r
     # pass 1: number of nodes per outer node
     count = np.empty(n1, dtype=np.int64)
+    cuts = np.empty(_ZCUTS.size + feats.size)
+    none = np.empty(0)
     for i in range(n1):
         r = row[i]
-        s = sd2[r]
-        if s <= 0.0:
+        if sd2[r] <= 0.0:
             count[i] = 1
             continue
-        cuts = np.empty(_ZCUTS.size + feats.size)
-        _inner_cuts(beta[r] * u1[i], s, feats, cuts)
-        R = reach[r]
-        npan = 0
-        left = -R
-        for c in range(cuts.size + 1):
-            right = min(cuts[c], R) if c < cuts.size else R
-            if right > left:
-                npan += 1
-                left = right
-        count[i] = npan * ng
+        _inner_cuts(beta[r] * u1[i], sd2[r], feats, cuts)
+        count[i] = _panels(-reach[r], reach[r], cuts, none, none, 0, False)
     iptr = np.zeros(n1 + 1, dtype=np.int64)
     iptr[1:] = np.cumsum(count)
     u = np.empty(iptr[n1])
@@ -308,7 +302,6 @@ def _inner_nodes(u1, ptr, beta, sd2, reach, feats):  # pragma: no cover - compil
             u[k] = m
             w[k] = 1.0
             continue
-        cuts = np.empty(_ZCUTS.size + feats.size)
         _inner_cuts(m, s, feats, cuts)
         _panels(-reach[r], reach[r], cuts, u, w, k)
         for j in range(k, iptr[i + 1]):
@@ -389,7 +382,6 @@ def _bivariate_shared(fn, act: Activation, qa, q2, theta, cache=None):
     a2 = np.sqrt(q2)
     beta = a2 * np.cos(theta)  # E[u2 | z] = beta z
     sd2 = a2 * np.sin(theta)
-    one = np.ones(q2.size)
     cache = {} if cache is None else cache
     fkey = fixed.tobytes()
     keys = [(fkey, q2[r], theta[r], reach[r]) for r in range(q2.size)]
@@ -402,7 +394,7 @@ def _bivariate_shared(fn, act: Activation, qa, q2, theta, cache=None):
         new = np.array([k not in cache for k in keys[sl]])
         if new.any():
             idx = np.arange(r, min(r + rows, q2.size))[new]
-            z, w1, ptr = _outer_nodes(one[idx], beta[idx], sd2[idx], reach[idx], fixed, kinks)
+            z, w1, ptr = _outer_nodes(beta[idx], sd2[idx], reach[idx], fixed, kinks)
             u2, w2, iptr = _inner_nodes(z, ptr, beta[idx], sd2[idx], reach[idx], feats)
             wg = w1 * _inner_sums(np.asarray(fn(u2), dtype=float), w2, iptr)
             for k, i in enumerate(idx):
@@ -443,7 +435,6 @@ class _Tables:
 
     breaks: np.ndarray  # (P + 1,)
     coef: np.ndarray  # (M, M, P, DEGREE + 1)
-    nodes: np.ndarray  # (M,) variance nodes
     ndeg: np.ndarray  # (P,) coefficients kept per piece (trailing ones below 1e-16 of the scale dropped)
 
 
@@ -491,7 +482,7 @@ def _build_tables(values, name, qnodes, lo, hi, scale, pieces=None):
         # drop trailing coefficients whose total is below 1e-16 of the scale
         tail = np.cumsum(np.max(np.abs(done[p]) / sc[:, None], axis=0)[::-1])[::-1]
         ndeg[k] = max(1, int(np.count_nonzero(tail > 1e-16)))
-    return _Tables(breaks, C, qnodes, ndeg), pieces
+    return _Tables(breaks, C, ndeg), pieces
 
 
 def _shared_values(fn, act, qnodes, cache=None):
