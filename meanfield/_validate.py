@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["nonnegative", "scalar", "correlation", "keep_probability", "broadcast", "finish"]
+__all__ = ["nonnegative", "scalar", "correlation", "keep_probability", "broadcast", "finish", "memory_limit",
+           "format_bytes", "DEFAULT_MEMORY_LIMIT"]
+
+#: Bytes of working memory a call may use unless given ``memory_limit`` (the one policy of the package:
+#: kernels, phase diagrams and sampled networks refuse, before any work, what would need more).
+DEFAULT_MEMORY_LIMIT = 4 * 2**30
 
 
 def _as_float_array(name, value, allow_empty=False):
@@ -75,3 +80,26 @@ def finish(values, shape):
     """Reshape a flat result; a 0-d result becomes a Python float."""
     out = np.asarray(values, dtype=float).reshape(shape)
     return float(out) if out.ndim == 0 else out
+
+
+def memory_limit(value):
+    """``memory_limit`` in bytes: ``None`` means :data:`DEFAULT_MEMORY_LIMIT`; else a positive number."""
+    if value is None:
+        return float(DEFAULT_MEMORY_LIMIT)
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        out = float("nan")
+    if isinstance(value, bool) or not (out > 0 and np.isfinite(out)):
+        raise ValueError(f"memory_limit must be a positive number of bytes, got {value!r}")
+    return out
+
+
+def format_bytes(n: float) -> str:
+    """``1.5e9`` -> ``'1.5 GB'``: sizes in messages."""
+    n = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.3g} {unit}"
+        n /= 1000.0
+    return f"{n:.3g} TB"  # pragma: no cover

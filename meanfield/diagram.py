@@ -56,11 +56,11 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
-import numba
 import numpy as np
 
 from . import _validate
 from ._io import atomic_write
+from ._jit import jit
 from .activations import Activation, activation
 from .expectations import expectation
 from .fixed_points import _bracketed_roots, _c_star_point, _q_star_search
@@ -226,7 +226,7 @@ _TOPS = (1e-6, 1e-9, 1e-12)
 _BELOWS = (0.99, 0.9, 0.5, 0.0, -0.5, -1.0)
 
 
-@numba.njit(cache=True)
+@jit()
 def n_needed(n, x):
     # terms beyond j with |x|^j < 1e-19 cannot matter (the coefficients decrease)
     ax = abs(x)
@@ -236,7 +236,7 @@ def n_needed(n, x):
             return m
     return n
 
-@numba.njit(cache=True)
+@jit()
 def g_and_slope(A, n, s, e0, x):
     # G(x) = 1 - s (e0 / (1 - x) + sum_j A_j x^j) and dG/dx, by Horner
     m = n_needed(n, x)
@@ -248,7 +248,7 @@ def g_and_slope(A, n, s, e0, x):
     inv = 1.0 / (1.0 - x)
     return 1.0 - s * (e0 * inv + p), -s * (e0 * inv * inv + dp)
 
-@numba.njit(cache=True)
+@jit()
 def poly(B, n, x):
     m = n_needed(n, x)
     acc = 0.0
@@ -256,7 +256,7 @@ def poly(B, n, x):
         acc = acc * x + B[j]
     return acc
 
-@numba.njit(cache=True)
+@jit()
 def c_star_kernel(b_even, b_odd, s, e0, out_c, out_chi, out_s0, out_s1):
     """Per row of Hermite coefficients: c* (the core's scan, then safeguarded Newton), chi_c,
     and the sums sum_k a_k and sum_k k a_k (a_k = b_k^2) for the sum-rule checks."""

@@ -77,11 +77,11 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import sympy as sp
 
 from . import _validate, quadrature, symbolic
+from ._jit import jit
 from .activations import Activation, activation
 from .expectations import expectation
 
@@ -189,7 +189,7 @@ _POOL = None
 _OSCILLATION_Q = 50.0
 
 
-@numba.njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _panels(lo, hi, cuts, u, w, k, write=True):  # pragma: no cover - compiled
     """Gauss-Legendre nodes on the panels between ``lo``, the sorted ``cuts`` inside, and ``hi``.
 
@@ -215,7 +215,7 @@ def _panels(lo, hi, cuts, u, w, k, write=True):  # pragma: no cover - compiled
     return k
 
 
-@numba.njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _outer_nodes(beta, sd2, reach, fixed, kinks):  # pragma: no cover - compiled
     """Standard-normal outer nodes ``z`` on ``[-reach, reach]`` and weights (density included) of
     every row, with row pointers.
@@ -254,7 +254,7 @@ def _outer_nodes(beta, sd2, reach, fixed, kinks):  # pragma: no cover - compiled
     return u[:k], w[:k], ptr
 
 
-@numba.njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _inner_cuts(m, s, feats, cuts):  # pragma: no cover - compiled
     """Sorted union of the standard-normal cuts and the feature preimages ``(feats - m) / s``."""
     a = 0
@@ -269,7 +269,7 @@ def _inner_cuts(m, s, feats, cuts):  # pragma: no cover - compiled
             b += 1
 
 
-@numba.njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _inner_nodes(u1, ptr, beta, sd2, reach, feats):  # pragma: no cover - compiled
     """Inner nodes ``u2 = beta u1 + sd2 t`` and weights (Gaussian in t) for every outer node."""
     n1 = u1.size
@@ -345,7 +345,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-@numba.njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _inner_sums(f2, w2, iptr):  # pragma: no cover - compiled
     out = np.empty(iptr.size - 1)
     for i in range(iptr.size - 1):
@@ -502,7 +502,7 @@ def _shared_values(fn, act, qnodes, cache=None):
 # ----------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _eval_tables(K, d1, d2, idx1, w1, idx2, w2, coef, breaks, ndeg, row0, upper, out):  # pragma: no cover
     """out[i, j] = sum_ab w1[i, a] w2[j, b] T_ab(arccos(K[i, j] / sqrt(d1[i] d2[j]))).
 
@@ -570,7 +570,7 @@ def _eval_tables(K, d1, d2, idx1, w1, idx2, w2, coef, breaks, ndeg, row0, upper,
             out[i, j] = acc
 
 
-@numba.njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _mirror_upper(A):  # pragma: no cover - compiled
     """Copy the upper triangle of the square A onto the lower one."""
     n = A.shape[0]
