@@ -1,6 +1,6 @@
 """Throughput of meanfield.empirical: forward + backward through sampled networks.
 
-Compares, side by side in one run, ``propagate`` (sample each layer's weights, forward pass with
+Compares, side by side in one run, ``run`` (sample each layer's weights, forward pass with
 q^l records, backpropagation of a random output gradient with per-layer gradient norms) with the
 raw numpy matrix products of the same shapes (the floor: one forward and one backward product per
 layer with a fixed, pre-sampled weight matrix), and with that floor plus the cost of drawing the
@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 import meanfield.empirical as emp
+from meanfield._validate import DEFAULT_MEMORY_LIMIT
 
 
 def best_of(fn, repeat):
@@ -83,33 +84,33 @@ def main():
 
         spec = emp.NetworkSpec(args.act, sigma_w2=1.5, sigma_b2=0.05, width=N, depth=L, dtype=dt)
         X = np.random.default_rng(2).standard_normal((B, N))
-        # with the default 1 GiB the weights (L N^2) do not fit, so the backward pass regenerates
-        # them from per-layer seeds; the tape (phi' of every layer, L N B) does fit
+        # when the weights (L N^2) do not fit in the default memory_limit the backward pass
+        # regenerates them from per-layer seeds; the tape (phi' of every layer, L N B) does fit
         seeds = iter(range(1000))
 
         weight_bytes = L * N * N * dtype.itemsize
-        modes = [("default memory_limit (1 GiB)", emp.DEFAULT_MEMORY_LIMIT)]
-        if weight_bytes > emp.DEFAULT_MEMORY_LIMIT and available_memory() > 2.5 * weight_bytes:
+        modes = [(f"default memory_limit ({DEFAULT_MEMORY_LIMIT / 2**30:g} GiB)", None)]
+        if weight_bytes > DEFAULT_MEMORY_LIMIT and available_memory() > 2.5 * weight_bytes:
             modes.append((f"memory_limit {2 * weight_bytes / 2**30:.0f} GiB (weights kept)", 2 * weight_bytes))
 
-        # interleave the measurements so that baseline and propagate see the same machine load
+        # interleave the measurements so that baseline and run see the same machine load
         times = {"raw": [], "raw_s": [], **{label: [] for label, _ in modes}}
         for _ in range(args.repeat):
             times["raw"].append(best_of(raw_matmul, 1))
             times["raw_s"].append(best_of(raw_matmul_and_sampling, 1))
             for label, limit in modes:
                 times[label].append(best_of(
-                    lambda limit=limit, spec=spec, X=X, seeds=seeds: emp.propagate(
+                    lambda limit=limit, spec=spec, X=X, seeds=seeds: emp.run(
                         spec, X, next(seeds), gradients=True, pairs=None, memory_limit=limit), 1))
         t_raw, t_raw_s = min(times["raw"]), min(times["raw_s"])
         for label, _ in modes:
             t_ours = min(times[label])
             rows.append((dt, label, t_raw, t_raw_s, t_ours))
             print(f"{dt}, {label}: raw matmul {t_raw:.2f} s ({flops / t_raw / 1e9:.1f} GFLOP/s); "
-                  f"+ sampling {t_raw_s:.2f} s; propagate {t_ours:.2f} s; ratio propagate / raw matmul = "
+                  f"+ sampling {t_raw_s:.2f} s; run {t_ours:.2f} s; ratio run / raw matmul = "
                   f"{t_ours / t_raw:.2f}, / (matmul + sampling) = {t_ours / t_raw_s:.2f}", flush=True)
 
-    print("\n| dtype | mode | raw matmul (s) | matmul + sampling (s) | propagate fwd+bwd (s) | ratio vs matmul "
+    print("\n| dtype | mode | raw matmul (s) | matmul + sampling (s) | run fwd+bwd (s) | ratio vs matmul "
           "| ratio vs matmul+sampling |")
     print("|---|---|---|---|---|---|---|")
     for dt, label, a, b, c in rows:

@@ -20,6 +20,7 @@ import pytest
 from scipy import integrate, stats
 
 import meanfield.empirical as emp
+from meanfield._network_pass import FAST
 from meanfield.activations import activation
 
 # ----------------------------------------------------------------------------------------
@@ -192,20 +193,23 @@ def test_bad_inputs_raise():
     X = np.ones((3, 5))
     X[1, 2] = np.nan
     with pytest.raises(ValueError, match="finite"):
-        emp.propagate(spec, X, 0)
+        emp.run(spec, X, 0)
     with pytest.raises(ValueError, match="shape"):
-        emp.propagate(spec, np.ones((0, 5)), 0)
+        emp.run(spec, np.ones((0, 5)), 0)
     with pytest.raises(ValueError, match="pairs"):
-        emp.propagate(spec, np.ones((3, 5)), 0, pairs=[[0, 3]])
+        emp.run(spec, np.ones((3, 5)), 0, pairs=[[0, 3]])
     res = emp.NetworkSpec("tanh", sigma_w2=1.5, width=20, depth=3, residual=True)
     with pytest.raises(ValueError, match="input dimension"):
-        emp.propagate(res, np.ones((3, 5)), 0)
+        emp.run(res, np.ones((3, 5)), 0)
+    for bad in (0, -1.0, float("inf"), "lots", True):
+        with pytest.raises(ValueError, match="memory_limit"):
+            emp.run(spec, np.ones((3, 5)), 0, memory_limit=bad)
     with pytest.raises(ValueError, match="memory_limit"):
-        emp.propagate(spec, np.ones((3, 5)), 0, memory_limit=0)
+        emp.sample_network(spec, 5, 0, memory_limit=0)
     no_dphi = emp.NetworkSpec(activation(np.tanh), sigma_w2=1.5, width=20, depth=3)
     with pytest.raises(ValueError, match="derivative"):
-        emp.propagate(no_dphi, np.ones((3, 5)), 0)
-    r = emp.propagate(no_dphi, np.ones((3, 5)), 0, gradients=False)  # forward needs no phi'
+        emp.run(no_dphi, np.ones((3, 5)), 0)
+    r = emp.run(no_dphi, np.ones((3, 5)), 0, gradients=False)  # forward needs no phi'
     assert np.all(np.isfinite(r.q))
 
 
@@ -213,13 +217,13 @@ def test_too_large_jacobian_refused_before_work():
     spec = emp.NetworkSpec("tanh", sigma_w2=1.5, width=100_000, depth=50)
     X = np.ones((4, 20_000))
     t = time.perf_counter()
-    with pytest.raises(ValueError, match=r"GiB.*memory_limit"):
-        emp.propagate(spec, X, 0, jacobian=True)
+    with pytest.raises(ValueError, match=r"GB.*memory_limit = 4.29 GB"):  # the package default, 4 GiB
+        emp.run(spec, X, 0, jacobian=True)
     assert time.perf_counter() - t < 0.5  # refused before sampling 50 layers of 1e10 weights
     with pytest.raises(ValueError, match="parameters need"):
         emp.sample_network(spec, 20_000, 0)
     with pytest.raises(ValueError, match="pairs"):
-        emp.propagate(emp.NetworkSpec("tanh", sigma_w2=1, width=4, depth=4), np.ones((20_000, 3)), 0,
+        emp.run(emp.NetworkSpec("tanh", sigma_w2=1, width=4, depth=4), np.ones((20_000, 3)), 0,
                       gradients=False, memory_limit=2**28)
 
 
@@ -228,15 +232,15 @@ def test_too_large_jacobian_refused_before_work():
 # ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(emp._FAST))
+@pytest.mark.parametrize("name", sorted(FAST))
 def test_fast_nonlinearities_match_activation_table(name):
     act = activation(name)
     h = np.random.default_rng(0).standard_normal(2000) * 3
     h = h[np.abs(np.abs(h) - 1) > 1e-9]  # away from hard_tanh's kinks
-    phi, dphi = emp._FAST[name](h, True)
+    phi, dphi = FAST[name](h, True)
     np.testing.assert_allclose(phi, act.phi(h), rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(dphi, act.dphi(h), rtol=1e-12, atol=1e-15)
-    assert emp._FAST[name](h.astype(np.float32), True)[1].dtype == np.float32
+    assert FAST[name](h.astype(np.float32), True)[1].dtype == np.float32
 
 
 @pytest.mark.parametrize("kw", [
@@ -250,8 +254,8 @@ def test_results_do_not_depend_on_chunking(kw):
     d = 12 if spec.residual else 9
     X = np.random.default_rng(1).standard_normal((7, d))
     opts = dict(jacobian=True, jvp=True)
-    big = emp.propagate(spec, X, 3, **opts)
-    small = emp.propagate(spec, X, 3, memory_limit=120_000, **opts)  # forces chunks of 1-2 inputs
+    big = emp.run(spec, X, 3, **opts)
+    small = emp.run(spec, X, 3, memory_limit=120_000, **opts)  # forces chunks of 1-2 inputs
     rtol = 1e-4 if spec.dtype == np.float32 else 1e-10
     for name in ("q", "q12", "p", "grad_sq", "grad_input_sq", "grad_w_sq", "jvp_sq", "jacobian_sv", "output"):
         a, b = getattr(big, name), getattr(small, name)
@@ -262,11 +266,11 @@ def test_results_do_not_depend_on_chunking(kw):
     assert big.output.dtype == spec.dtype
 
 
-def test_sampled_network_matches_propagate_and_handwritten_forward():
+def test_sampled_network_matches_run_and_handwritten_forward():
     spec = emp.NetworkSpec("tanh", sigma_w2=1.5, sigma_b2=0.2, widths=[7, 6, 5])
     X = np.random.default_rng(2).standard_normal((4, 3))
     net = emp.sample_network(spec, 3, np.random.default_rng(9))
-    r = emp.propagate(spec, X, np.random.default_rng(9), gradients=False)
+    r = emp.run(spec, X, np.random.default_rng(9), gradients=False)
     np.testing.assert_allclose(net(X), r.output, rtol=1e-13)
     np.testing.assert_allclose(forward_from(net, np.tanh, X, 0), r.output, rtol=1e-13)
     assert [w.shape for w in net.weights] == [(7, 3), (6, 7), (5, 6)]
@@ -290,7 +294,7 @@ def test_gradients_jvp_jacobian_against_finite_differences(case):
     u = rng.standard_normal((3, d))
     net = emp.sample_network(spec, d, rng)
     phi = activation(spec.act).phi
-    r = emp.propagate(net, X, 0, output_gradient=g, jvp=u, jacobian=True, keep_activations=True)
+    r = emp.run(net, X, 0, output_gradient=g, jvp=u, jacobian=True, keep_activations=True)
     for a in range(3):
         J = fd_jacobian(lambda x: forward_from(net, phi, x, 0), X[a])
         np.testing.assert_allclose(r.grad_input_sq[a], np.sum((g[a] @ J) ** 2), rtol=1e-7)
@@ -311,18 +315,18 @@ def test_gradients_jvp_jacobian_against_finite_differences(case):
 
 
 def _truncate(net, l):
-    """A residual network made of the first l blocks of net (for its state x^l)."""
+    """The parameters of the first l blocks of a residual network (for its state x^l)."""
     spec = emp.NetworkSpec(net.spec.act, sigma_w2=net.spec.sigma_w2, sigma_b2=net.spec.sigma_b2,
                            width=net.spec.widths[0], depth=l, residual=True, sigma_v2=net.spec.sigma_v2,
                            sigma_a2=net.spec.sigma_a2)
-    return emp.SampledNetwork(spec, net.d_in, net._params.layers[:l], net._params.res_layers[:l])
+    return {"spec": spec, **{k: v[:l] for k, v in params_of(net).items() if k != "spec"}}
 
 
 def test_post_activation_jacobian_against_finite_differences():
     spec = emp.NetworkSpec("tanh", sigma_w2=1.3, sigma_b2=0.1, widths=[6, 5, 4])
     X = np.random.default_rng(5).standard_normal((2, 3))
     net = emp.sample_network(spec, 3, 1)
-    r = emp.propagate(net, X, 0, jacobian="post", gradients=False)
+    r = emp.run(net, X, 0, jacobian="post", gradients=False)
     for a in range(2):
         J = fd_jacobian(lambda x: np.tanh(forward_from(net, np.tanh, x, 0)), X[a])
         np.testing.assert_allclose(r.jacobian_sv[a], np.linalg.svd(J, compute_uv=False), rtol=1e-7)
@@ -566,7 +570,7 @@ def test_hanin_fourth_moment_of_jacobian_vector_norm():
     X = rng.standard_normal((32, 30))
     m1, m2 = [], []
     for _ in range(1200):
-        r = emp.propagate(spec, X, rng, gradients=False, pairs=None, jvp=True)
+        r = emp.run(spec, X, rng, gradients=False, pairs=None, jvp=True)
         x = r.jvp_sq[-1]
         m1.append(x.mean())
         m2.append((x * x).mean())
@@ -606,7 +610,7 @@ def test_jacobian_spectrum_variance_at_criticality(act, w2, weights, jac, expect
     L, N = 4, 300
     spec = emp.NetworkSpec(act, sigma_w2=w2, sigma_b2=0.0, width=N, depth=L, weights=weights)
     X = np.random.default_rng(0).standard_normal((2, N))
-    vals = [_spectral_variance(emp.propagate(spec, X, s, gradients=False, pairs=None, jacobian=jac).jacobian_sv)
+    vals = [_spectral_variance(emp.run(spec, X, s, gradients=False, pairs=None, jacobian=jac).jacobian_sv)
             for s in range(3)]
     assert np.mean(vals) == pytest.approx(expected(L), rel=0.06)
 
@@ -617,16 +621,50 @@ def test_empirical_ntk_refuses_dropout():
         emp.empirical_ntk(spec, np.ones((2, 3)), 2, 0)
 
 
-def test_empirical_imports_only_the_activation_table():
-    """The module is the independent check of the theory: no maps, fixed points or kernels."""
+def _internal_imports(module_file):
+    """(module, names) of every meanfield import in a file, module relative to the package."""
     import ast
     import pathlib
 
-    tree = ast.parse(pathlib.Path(emp.__file__).read_text())
-    internal = set()
-    for node in ast.walk(tree):
+    out = []
+    for node in ast.walk(ast.parse(pathlib.Path(module_file).read_text())):
         if isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith("meanfield")):
-            internal.add((node.module or "").removeprefix("meanfield."))
+            module = (node.module or "").removeprefix("meanfield.").removeprefix("meanfield")
+            if module:
+                out.append((module, [a.name for a in node.names]))
+            else:  # from . import _network_pass
+                out.extend((a.name, []) for a in node.names)
         elif isinstance(node, ast.Import):
-            internal |= {a.name for a in node.names if a.name.startswith("meanfield")}
-    assert internal == {"activations"}
+            out.extend((a.name.removeprefix("meanfield."), []) for a in node.names if a.name.startswith("meanfield"))
+    return out
+
+
+def test_empirical_imports_only_the_activation_table():
+    """The module is the independent check of the theory: no maps, fixed points or kernels.
+
+    It and the private modules it is made of import only the activation table, the plain argument
+    checks and each other, and never an underscored name from another module."""
+    import pathlib
+
+    package = pathlib.Path(emp.__file__).parent
+    allowed = {"activations", "_validate"}
+    seen, todo = set(), ["empirical"]
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        for module, names in _internal_imports(package / f"{name}.py"):
+            assert not [n for n in names if n.startswith("_")], (name, module, names)
+            if module not in allowed and module not in seen:
+                assert module.startswith("_"), f"{name} imports meanfield.{module}"
+                todo.append(module)
+    assert seen - {"empirical"} <= {"_network_pass", "_empirical_checks", "_empirical_results", "_comparison"}
+
+
+def test_no_public_name_shared_with_dynamics():
+    """One name per thing: a sampled network's pass is ``run``/``NetworkRun``, the theory's ``propagate``."""
+    from meanfield import dynamics
+
+    assert not set(emp.__all__) & set(dynamics.__all__)
+    assert not hasattr(emp, "propagate") and not hasattr(emp, "Propagation")
+    assert all(hasattr(emp, name) for name in emp.__all__)
+    assert "DEFAULT_MEMORY_LIMIT" not in emp.__all__
