@@ -34,11 +34,17 @@ reference) to about 1e-12, but are computed for all points at once:
    1-D quadrature; the second bounds the truncation error of both series for every
    ``|c| <= 1``, since ``(1 - c^k)/(1 - c) <= k`` and ``k |c|^(k-1) <= k`` there.  Points that
    fail (kinked or fast-growing activations, very large q*) are computed per point by the
-   core (:func:`meanfield.fixed_points.c_star`'s method), which is slow but exact.
+   core (:func:`meanfield.fixed_points.c_star`'s method), which is slow but exact.  Points at
+   the limits (q* = inf, or q* = 0 with zero bias) take the core's answer for the equivalent
+   homogeneous layer (:meth:`meanfield.layers.Dense.limit`), which does not depend on the
+   variances: one computation serves them all.
 
 3. **Root-finding in compiled code.**  The largest attracting root of G below 1 is bracketed
    by the same scan as :func:`meanfield.c_star` and polished by safeguarded Newton in a numba
    kernel that takes only arrays (compiled once, cached on disk).
+
+Every map is the layer rule of :class:`meanfield.layers.Dense`; the engine (tables, Mehler
+coefficients, compiled kernel) lives in :mod:`meanfield._diagram_engine`.
 
 Activations with closed forms (erf, the relu family, sin, cos, ...) use them throughout.
 Memory: the grid is processed in chunks, so working memory is bounded by the chunk size and
@@ -48,10 +54,7 @@ per grid point.
 
 from __future__ import annotations
 
-import functools
-import math
 import os
-import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -59,439 +62,16 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from . import _validate
+from ._diagram_engine import Engine, engine
 from ._io import atomic_write
-from ._jit import jit
+from ._solvers import critical_search
 from .activations import Activation, activation
-from .expectations import expectation
-from .fixed_points import _bracketed_roots, _c_star_point, _q_star_search
-from .phase import TRAINABLE_DEPTH_FACTOR, _critical_search, _depth_scale
-from .symbolic import numeric
+from .fixed_points import solve_c_star
+from .layers import Dense
+from .phase import PHASES, fields_at
 
-__all__ = ["phase_diagram", "PhaseDiagram", "load_phase_diagram", "GridTooLargeError", "PHASES"]
-_KINDS1 = ("phi2", "dphi2", "slope")
-_CHEB_N = 32
-_PATCH_WIDTH = 1.0
-_T_MIN = math.log(1e-8)
-_T_MAX = math.log(1e8)
-_TAIL_TOL = 1e-14
-_SUM_RULE_TOL = 1e-11
-_K_MAX = 6000
-_Z_RANGE = 13.0
-_STEP = 8.0
+__all__ = ["phase_diagram", "PhaseDiagram", "load_phase_diagram", "GridTooLargeError", "PHASES", "required_memory"]
 
-# Chebyshev points of the first kind on [-1, 1] and the matrix from values to coefficients
-_J = np.arange(_CHEB_N)
-_CHEB_X = np.cos(np.pi * (_J + 0.5) / _CHEB_N)
-_CHEB_M = (2.0 / _CHEB_N) * np.cos(np.pi * np.outer(_J, _J + 0.5) / _CHEB_N)
-_CHEB_M[0] *= 0.5
-
-
-def _clenshaw(coef, x):
-    """sum_k coef[:, k] T_k(x) for rows of coefficients and points x (same length)."""
-    b1 = np.zeros(x.shape)
-    b2 = np.zeros(x.shape)
-    x2 = 2.0 * x
-    for k in range(coef.shape[1] - 1, 0, -1):
-        b1, b2 = coef[:, k] + x2 * b1 - b2, b1
-    return coef[:, 0] + x * b1 - b2
-
-
-class _Table1D:
-    """Lazily built piecewise-Chebyshev tables of V, D1 and S in ln q."""
-
-    def __init__(self, act: Activation):
-        self.act = act
-        self.n_patch = int(math.ceil((_T_MAX - _T_MIN) / _PATCH_WIDTH))
-        # coefficients: (kind, patch, k); a patch is built (built) and usable (ok)
-        self.coef = np.zeros((len(_KINDS1), self.n_patch, _CHEB_N))
-        self.built = np.zeros(self.n_patch, dtype=bool)
-        self.ok = np.zeros(self.n_patch, dtype=bool)
-        self.lock = threading.Lock()
-
-    def _build(self, patches):
-        t0 = _T_MIN + _PATCH_WIDTH * patches
-        t = (t0[:, None] + 0.5 * _PATCH_WIDTH * (1.0 + _CHEB_X[None, :])).ravel()
-        q = np.exp(t)
-        for i, kind in enumerate(_KINDS1):
-            vals = expectation(self.act, kind, q).reshape(patches.size, _CHEB_N)
-            coef = vals @ _CHEB_M.T
-            self.coef[i, patches] = coef
-            scale = np.max(np.abs(coef), axis=1)
-            tail = np.max(np.abs(coef[:, -4:]), axis=1)
-            good = tail <= _TAIL_TOL * np.maximum(scale, np.finfo(float).tiny)
-            self.ok[patches] = (self.ok[patches] | (i == 0)) & good
-        self.built[patches] = True
-
-    def __call__(self, kinds, q):
-        """Values of each kind in ``kinds`` at q (any shape >= 0); a tuple of arrays."""
-        q = np.asarray(q, dtype=float)
-        flat = q.ravel()
-        out = [np.empty(flat.size) for _ in kinds]
-        with np.errstate(divide="ignore"):
-            t = np.log(flat)
-        inside = (t >= _T_MIN) & (t < _T_MAX)
-        patch = np.zeros(flat.size, dtype=np.intp)
-        patch[inside] = ((t[inside] - _T_MIN) / _PATCH_WIDTH).astype(np.intp)
-        patch = np.minimum(patch, self.n_patch - 1)
-        need = np.unique(patch[inside])
-        missing = need[~self.built[need]]
-        if missing.size:
-            with self.lock:
-                missing = missing[~self.built[missing]]
-                if missing.size:
-                    self._build(missing)
-        use = inside & self.ok[patch]
-        idx = np.flatnonzero(use)
-        if idx.size:
-            p = patch[idx]
-            x = 2.0 * (t[idx] - (_T_MIN + _PATCH_WIDTH * p)) / _PATCH_WIDTH - 1.0
-            for o, kind in zip(out, kinds, strict=True):
-                o[idx] = _clenshaw(self.coef[_KINDS1.index(kind), p], x)
-        rest = np.flatnonzero(~use)
-        if rest.size:
-            for o, kind in zip(out, kinds, strict=True):
-                o[rest] = expectation(self.act, kind, flat[rest])
-        return tuple(o.reshape(q.shape) for o in out)
-
-
-# ----------------------------------------------------------------------------------------
-# Hermite functions on a half grid
-# ----------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=64)
-def _hermite_half_grid(h: float, K: int):
-    """z_j = j h on [0, Z_RANGE] and trapezoid-weighted He_k(z_j) phi(z_j)/sqrt(k!) for k <= K.
-
-    Returns (z, G_even, G_odd): full-line trapezoid weights folded onto z >= 0 (2h, and h at
-    z = 0), so that ``b_k = sum_j f_par(z_j) G[j, k]`` for the even (odd) part of f.
-    """
-    z = np.arange(0.0, _Z_RANGE + 0.5 * h, h)
-    w = np.full(z.size, 2.0 * h)
-    w[0] = h
-    g = np.empty((K + 1, z.size))
-    g[0] = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-    if K >= 1:
-        g[1] = z * g[0]
-    for k in range(1, K):
-        g[k + 1] = (z * g[k] - math.sqrt(k) * g[k - 1]) / math.sqrt(k + 1.0)
-    g *= w
-    return z, np.ascontiguousarray(g[0::2].T), np.ascontiguousarray(g[1::2].T)
-
-
-def _mehler_params(q_hi: float, boost: int):
-    """Truncation order and trapezoid step for points with q <= q_hi."""
-    K = int(math.ceil(30 + 150.0 * q_hi)) * (2 ** boost)
-    d = math.pi / (2.0 * math.sqrt(q_hi))  # distance of tanh's poles from the real z axis
-    h = min(0.5, 2.0 * math.pi * d / (40.0 + math.sqrt(2.0 * K) * d + 0.25 * d * d)) / (1.5 ** boost)
-    return K, h
-
-
-def _mehler_coefficients(phi, q, K, h, parity=0):
-    """Hermite coefficients b_k(q) of phi(sqrt(q) z), k = 0..K: (even k, odd k) rows per q.
-
-    ``parity`` is 1 for an odd phi, 2 for an even one (the other half is then empty), else 0.
-    """
-    z, g_even, g_odd = _hermite_half_grid(float(h), int(K))
-    u = np.sqrt(q)[:, None] * z[None, :]
-    fp = phi(u)
-    empty = np.zeros((q.size, 0))
-    if parity == 1:
-        return empty, fp @ g_odd
-    if parity == 2:
-        return fp @ g_even, empty
-    fm = phi(-u)
-    return (0.5 * (fp + fm)) @ g_even, (0.5 * (fp - fm)) @ g_odd
-
-
-def _parity(phi):
-    """1 if phi is exactly odd in floating point on a test sample, 2 if even, else 0."""
-    xs = np.concatenate([np.linspace(0.0, 30.0, 301), np.geomspace(1e-8, 1e3, 200)])
-    with np.errstate(all="ignore"):
-        p, m = phi(xs), phi(-xs)
-    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(m))):
-        return 0
-    if np.array_equal(p, -m):
-        return 1
-    if np.array_equal(p, m):
-        return 2
-    return 0
-
-
-# ----------------------------------------------------------------------------------------
-# Compiled root-finding for G(c) = 1 - s (E0/(1 - c) + sum_j A_j c^j)
-# ----------------------------------------------------------------------------------------
-
-_TOPS = (1e-6, 1e-9, 1e-12)
-_BELOWS = (0.99, 0.9, 0.5, 0.0, -0.5, -1.0)
-
-
-@jit()
-def n_needed(n, x):
-    # terms beyond j with |x|^j < 1e-19 cannot matter (the coefficients decrease)
-    ax = abs(x)
-    if ax < 0.999:
-        m = int(-43.8 / math.log(ax)) + 2 if ax > 0.0 else 1
-        if m < n:
-            return m
-    return n
-
-@jit()
-def g_and_slope(A, n, s, e0, x):
-    # G(x) = 1 - s (e0 / (1 - x) + sum_j A_j x^j) and dG/dx, by Horner
-    m = n_needed(n, x)
-    p = 0.0
-    dp = 0.0
-    for j in range(m - 1, -1, -1):
-        dp = dp * x + p
-        p = p * x + A[j]
-    inv = 1.0 / (1.0 - x)
-    return 1.0 - s * (e0 * inv + p), -s * (e0 * inv * inv + dp)
-
-@jit()
-def poly(B, n, x):
-    m = n_needed(n, x)
-    acc = 0.0
-    for j in range(m - 1, -1, -1):
-        acc = acc * x + B[j]
-    return acc
-
-@jit()
-def c_star_kernel(b_even, b_odd, s, e0, out_c, out_chi, out_s0, out_s1):
-    """Per row of Hermite coefficients: c* (the core's scan, then safeguarded Newton), chi_c,
-    and the sums sum_k a_k and sum_k k a_k (a_k = b_k^2) for the sum-rule checks."""
-    tops = np.array([1e-6, 1e-9, 1e-12])
-    belows = np.array([0.99, 0.9, 0.5, 0.0, -0.5, -1.0])
-    ne = b_even.shape[1]
-    no = b_odd.shape[1]
-    K = max(2 * ne - 2, 2 * no - 1)
-    if K < 1:
-        K = 1
-    a = np.zeros(K + 1)
-    A = np.empty(K)
-    B = np.empty(K)
-    for i in range(s.shape[0]):
-        for k in range(K + 1):
-            a[k] = 0.0
-        for k in range(ne):
-            a[2 * k] = b_even[i, k] * b_even[i, k]
-        for k in range(no):
-            if 2 * k + 1 <= K:
-                a[2 * k + 1] = b_odd[i, k] * b_odd[i, k]
-        # A_j = sum_{k > j} a_k (summed from the small end), B_j = (j + 1) a_{j+1}
-        acc = 0.0
-        s1 = 0.0
-        for j in range(K - 1, -1, -1):
-            acc += a[j + 1]
-            A[j] = acc
-            B[j] = (j + 1) * a[j + 1]
-            s1 += B[j]
-        out_s0[i] = acc + a[0]
-        out_s1[i] = s1
-        n = K
-        while n > 1 and A[n - 1] <= 1e-20 * A[0]:
-            n -= 1
-        top = 2.0
-        ftop = 0.0
-        for e in tops:
-            f, _ = g_and_slope(A, n, s[i], e0[i], 1.0 - e)
-            if f < 0.0:
-                top = 1.0 - e
-                ftop = f
-                break
-        if top > 1.0:
-            out_c[i] = 1.0
-            out_chi[i] = s[i] * poly(B, n, 1.0)
-            continue
-        root = -1.0
-        for below in belows:
-            if below >= top:
-                continue
-            fb, _ = g_and_slope(A, n, s[i], e0[i], below)
-            if fb >= 0.0:
-                if fb == 0.0:
-                    root = below
-                    break
-                # safeguarded Newton on [lo, hi], G(lo) > 0 > G(hi)
-                lo, hi = below, top
-                x = hi if -ftop < fb else lo
-                for _ in range(100):
-                    fx, dfx = g_and_slope(A, n, s[i], e0[i], x)
-                    if fx == 0.0:
-                        break
-                    if fx > 0.0:
-                        lo = x
-                    else:
-                        hi = x
-                    xn = x - fx / dfx if dfx != 0.0 else 0.5 * (lo + hi)
-                    if not (xn > lo and xn < hi):
-                        xn = 0.5 * (lo + hi)
-                    step = abs(xn - x)
-                    x = xn
-                    if step <= 1e-16 * max(abs(x), 1e-3) or hi - lo <= 1e-16 * max(abs(x), 1e-3):
-                        break
-                root = x
-                break
-            top = below
-            ftop = fb
-        out_c[i] = root
-        out_chi[i] = s[i] * poly(B, n, root)
-
-
-def _kernel():
-    return c_star_kernel
-
-
-def _c_star_numpy(G, n):
-    """Vectorised version of the core's scan + root bracket, for closed-form G(c, idx)."""
-    top = np.full(n, np.nan)
-    ftop = np.full(n, np.nan)
-    todo = np.arange(n)
-    for e in _TOPS:
-        if todo.size == 0:
-            break
-        f = G(np.full(todo.size, 1.0 - e), todo)
-        neg = f < 0
-        top[todo[neg]], ftop[todo[neg]] = 1.0 - e, f[neg]
-        todo = todo[~neg]
-    root = np.full(n, np.nan)
-    root[todo] = 1.0
-    active = np.flatnonzero(np.isfinite(top))
-    lo = np.full(n, np.nan)
-    flo = np.full(n, np.nan)
-    for below in _BELOWS:
-        if active.size == 0:
-            break
-        cand = active[top[active] > below]
-        skip = active[top[active] <= below]
-        if cand.size == 0:
-            active = skip
-            continue
-        fb = G(np.full(cand.size, below), cand)
-        hit = fb >= 0
-        lo[cand[hit]], flo[cand[hit]] = below, fb[hit]
-        miss = cand[~hit]
-        top[miss], ftop[miss] = below, fb[~hit]
-        active = np.concatenate([skip, miss])
-    root[active] = -1.0
-    br = np.flatnonzero(np.isfinite(lo))
-    if br.size:
-        r, _, _ = _bracketed_roots(lambda c, idx: G(c, br[idx]), lo[br], top[br], flo[br], ftop[br],
-                                   rel_tol=4e-16)
-        root[br] = r
-    return root
-
-
-# ----------------------------------------------------------------------------------------
-# The engine
-# ----------------------------------------------------------------------------------------
-
-
-class Engine:
-    """Vectorised q*, chi_1, q-map slope, c* and chi_c for one activation."""
-
-    def __init__(self, act: Activation):
-        self.act = act
-        self.closed = {k: numeric(act, k) for k in ("phi2", "dphi2", "slope", "cov", "dcov")}
-        self.closed_1d = all(self.closed[k] is not None for k in _KINDS1)
-        self.closed_2d = self.closed["cov"] is not None and self.closed["dcov"] is not None
-        self.table = None if self.closed_1d else _Table1D(act)
-        self.mehler_ok = act.exp_rate == 0 and act.continuous and act.dphi is not None
-        self.parity = _parity(act.phi) if self.mehler_ok else 0
-
-    # ---- one-dimensional ----
-    def one_dim(self, kinds, q):
-        q = np.asarray(q, dtype=float)
-        if self.closed_1d:
-            return tuple(self.closed[k](q) for k in kinds)
-        return self.table(kinds, q)
-
-    def q_star(self, w, b, q0=None):
-        """Fixed point of q -> w V(q) + b reached from q0 (default 1), as the core's q_star."""
-        q0 = np.ones(w.size) if q0 is None else q0
-        value, converged, _, _ = _q_star_search(lambda q: self.one_dim(("phi2",), q)[0], w, b, q0)
-        return value, converged
-
-    # ---- correlation fixed point ----
-    def c_star(self, w, q, rho):
-        """c* and chi_c at finite q > 0 for points that need a root (chaotic, or rho < 1).
-
-        Returns (c_star, chi_c, accepted): ``accepted`` is False where the fast path could not
-        certify its accuracy; those entries must be computed by the caller (core per point).
-        """
-        n = w.size
-        cs = np.full(n, np.nan)
-        chic = np.full(n, np.nan)
-        accepted = np.zeros(n, dtype=bool)
-        if n == 0:
-            return cs, chic, accepted
-        if self.closed_2d and self.closed_1d:
-            v = self.closed["phi2"](q)
-            cov, dcov = self.closed["cov"], self.closed["dcov"]
-
-            def G(c, idx):
-                qi = q[idx]
-                d = v[idx] - cov(qi, qi, c * qi)
-                return 1.0 - w[idx] * (v[idx] * (1.0 / rho - 1.0) + d) / (qi * (1.0 - c))
-
-            cs[:] = _c_star_numpy(G, n)
-            chic[:] = w * dcov(q, q, cs * q)
-            accepted[:] = True
-            return cs, chic, accepted
-        if not self.mehler_ok:
-            return cs, chic, accepted
-        V, D1 = self.one_dim(("phi2", "dphi2"), q)
-        todo = np.arange(n)
-        for boost in range(2):
-            if todo.size == 0:
-                break
-            still = []
-            # bins of q a quarter octave wide share a truncation order and a grid
-            with np.errstate(divide="ignore"):
-                key = np.floor(4.0 * np.log2(q[todo]))
-            for kb in np.unique(key):
-                sel = todo[key == kb]
-                q_hi = float(np.max(q[sel]))
-                K, h = _mehler_params(max(q_hi, 1e-3), boost)
-                if K > _K_MAX:
-                    still.append(sel)
-                    continue
-                for start in range(0, sel.size, max(1, 2_000_000 // (K + 1))):
-                    part = sel[start:start + max(1, 2_000_000 // (K + 1))]
-                    ok = self._mehler_part(part, w, q, rho, V, D1, K, h, cs, chic)
-                    accepted[part[ok]] = True
-                    still.append(part[~ok])
-            todo = np.concatenate(still) if still else np.zeros(0, dtype=np.intp)
-        return cs, chic, accepted
-
-    def _mehler_part(self, part, w, q, rho, V, D1, K, h, cs, chic):
-        qp = q[part]
-        b_even, b_odd = _mehler_coefficients(self.act.phi, qp, K, h, self.parity)
-        m = part.size
-        s = w[part] / qp
-        e0 = V[part] * (1.0 / rho - 1.0)
-        out_c, out_chi, s0, s1 = (np.empty(m) for _ in range(4))
-        _kernel()(b_even, b_odd, s, e0, out_c, out_chi, s0, s1)
-        # sum rules against the independent 1-D quadrature: sum a_k = V, sum k a_k = q D1
-        ok = (np.abs(s0 - V[part]) <= _SUM_RULE_TOL * np.maximum(np.abs(V[part]), 1e-300)) & (
-            np.abs(s1 - qp * D1[part]) <= _SUM_RULE_TOL * np.maximum(qp * D1[part], 1e-300))
-        cs[part[ok]] = out_c[ok]
-        chic[part[ok]] = out_chi[ok]
-        return ok
-
-
-@functools.lru_cache(maxsize=16)
-def engine(act: Activation) -> Engine:
-    """The (cached) engine of an activation: tables persist for the life of the process."""
-    return Engine(act)
-
-
-# ----------------------------------------------------------------------------------------
-# The public part
-# ----------------------------------------------------------------------------------------
-
-#: Phase labels, indexed by the integer codes stored in files.
-PHASES = ("ordered", "chaotic", "critical", "divergent")
 _FIELDS = ("q_star", "c_star", "chi_1", "chi_c", "q_slope", "xi_q", "xi_c", "trainable_depth",
            "gradient_factor")
 #: Result arrays plus the flat (sigma_w2, sigma_b2) pairs and the phase code, per point.
@@ -503,21 +83,6 @@ _FORMAT = 1
 
 class GridTooLargeError(ValueError):
     """The requested grid does not fit in memory (the message says how much it needs)."""
-
-
-def _fmt_bytes(n):
-    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-        if n < 1000 or unit == "PB":
-            return f"{n:.3g} {unit}"
-        n /= 1000.0
-    return f"{n:.3g} PB"  # pragma: no cover
-
-
-def _available_memory():
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 8 * 2**30
 
 
 def _grid(name, values, default):
@@ -689,7 +254,7 @@ def load_phase_diagram(path) -> PhaseDiagram:
 
 def phase_diagram(act="tanh", sigma_w2=None, sigma_b2=None, rho=1.0, *,
                   progress: Callable[[int, int], None] | None = None,
-                  max_memory: float | None = None) -> PhaseDiagram:
+                  memory_limit: float | None = None) -> PhaseDiagram:
     """Every mean-field field on a (sigma_w2, sigma_b2) grid (Schoenholz et al. 2017, Fig. 1).
 
     For each grid point: ``q*`` solves ``q = sigma_w2/rho E[phi(sqrt(q) z)^2] + sigma_b2``
@@ -712,8 +277,9 @@ def phase_diagram(act="tanh", sigma_w2=None, sigma_b2=None, rho=1.0, *,
     progress : callable, optional
         Called as ``progress(done, total)`` (grid points) after each chunk; library code
         prints nothing itself.
-    max_memory : float, optional
-        Refuse grids needing more bytes than this (default: the memory available now).
+    memory_limit : float, optional
+        Refuse grids needing more bytes than this (default
+        :data:`meanfield._validate.DEFAULT_MEMORY_LIMIT`, 4 GiB).
 
     Returns
     -------
@@ -731,11 +297,12 @@ def phase_diagram(act="tanh", sigma_w2=None, sigma_b2=None, rho=1.0, *,
     sw = _grid("sigma_w2", sigma_w2, np.linspace(0.5, 5.0, 200))
     sb = _grid("sigma_b2", sigma_b2, np.linspace(0.0, 2.0, 200))
     need = required_memory(sw.size, sb.size)
-    limit = _available_memory() if max_memory is None else float(max_memory)
+    limit = _validate.memory_limit(memory_limit)
     if need > limit:
         raise GridTooLargeError(
-            f"a {sb.size} x {sw.size} (sigma_b2 x sigma_w2) grid needs about {_fmt_bytes(need)} of memory "
-            f"({_BYTES_PER_POINT} bytes per point), more than the {_fmt_bytes(limit)} available; use a coarser grid")
+            f"a {sb.size} x {sw.size} (sigma_b2 x sigma_w2) grid needs about {_validate.format_bytes(need)} of memory "
+            f"({_BYTES_PER_POINT} bytes per point), more than memory_limit = {_validate.format_bytes(limit)}; "
+            "use a coarser grid or raise memory_limit")
     act.derivative(1)  # a clear error now if chi_1 is undefined
     eng = engine(act)
     n = sw.size * sb.size
@@ -754,7 +321,7 @@ def phase_diagram(act="tanh", sigma_w2=None, sigma_b2=None, rho=1.0, *,
         n_ref += nr
         if progress is not None:
             progress(stop, n)
-    crit = _critical_sigma_w2(eng, sb, rho)
+    crit = _critical_sigma_w2(eng, act, sb, rho)
     shape = (sb.size, sw.size)
     phase = np.array(PHASES)[code.reshape(shape)]
     return PhaseDiagram(activation=act.name, sigma_w2=sw, sigma_b2=sb, rho=rho, phase=phase,
@@ -763,37 +330,31 @@ def phase_diagram(act="tanh", sigma_w2=None, sigma_b2=None, rho=1.0, *,
 
 
 def _chunk(eng: Engine, act: Activation, w, b, rho):
-    """All fields for flat arrays of points."""
+    """All fields for flat arrays of points: the layer rule with the engine's expectations."""
     n = w.size
-    qs, _ = eng.q_star(w / rho, b)
+    layer = Dense(act, w, b, rho)
+
+    def E(kind, q1, q2=None, c=None):  # one-dimensional kinds from the engine's tables
+        return eng.one_dim((kind,), q1)[0]
+
+    qs, _ = eng.q_star(w, b, rho)
     fin = np.isfinite(qs)
-    chi1 = np.empty(n)
+    chi1 = layer.chi_1(qs, E)
     q_slope = np.full(n, np.inf)
-    V = np.full(n, np.nan)
     if fin.any():
-        V[fin], d1, s = eng.one_dim(("phi2", "dphi2", "slope"), qs[fin])
-        chi1[fin] = w[fin] * d1
-        q_slope[fin] = (w[fin] / rho) * s
-    if (~fin).any():
-        chi1[~fin] = np.inf if act.slopes is None else w[~fin] * (act.slopes[0] ** 2 + act.slopes[1] ** 2) / 2
+        q_slope[fin] = layer.select(fin).q_slope(qs[fin], E)
     cs = np.empty(n)
     chic = np.empty(n)
-    # divergent variance: the limiting map of the asymptotically linear activation (same for all)
-    if (~fin).any():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            cs[~fin], chic[~fin] = _c_star_point(act, 1.0, 0.0, np.inf, rho, "auto")
-    zero = fin & (qs == 0)
-    if zero.any():
-        d0 = float(expectation(act, "dphi2", 0.0))
-        wz = w[zero]
-        dz = np.where(wz > 0, d0, 0.0)
-        a = wz * dz / rho
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cs[zero] = 1.0 if rho == 1.0 else (1.0 - a) / (1.0 - rho * a)
-        chic[zero] = wz * dz
+    # limits: q* = inf, or q* = 0 (zero bias): the equivalent homogeneous layer does not depend on
+    # the variances, so one point of each group answers for all (sigma_w2 = 0: every input maps to 0)
+    for group in (~fin, fin & (qs == 0) & (w > 0), fin & (qs == 0) & (w == 0)):
+        idx = np.flatnonzero(group)
+        if idx.size:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                cs[idx], chic[idx] = solve_c_star(layer.select(idx[:1]), qs[idx[:1]])[:2]
     pos = fin & (qs > 0)
-    if rho == 1.0:
+    if rho == 1.0:  # ordered: c* = 1 and chi_c = chi_1 (Schoenholz et al. 2017), as in the core
         ordered = pos & (chi1 <= 1.0)
         cs[ordered] = 1.0
         chic[ordered] = chi1[ordered]
@@ -803,19 +364,14 @@ def _chunk(eng: Engine, act: Activation, w, b, rho):
     if idx.size:
         c_i, x_i, ok = eng.c_star(w[idx], qs[idx], rho)
         cs[idx], chic[idx] = c_i, x_i
-        for j in idx[~ok]:  # per point, by the core: slow but exact
-            cs[j], chic[j] = _c_star_point(act, w[j], b[j], qs[j], rho, "auto")
-            n_ref += 1
-    xiq = np.where(np.isinf(qs), np.inf, _depth_scale(q_slope))
-    xic = _depth_scale(chic)
-    code = np.where(chi1 > 1.0, 1, 0).astype(np.int8)
-    code[np.abs(chi1 - 1.0) < 1e-9] = 2
-    code[np.isinf(qs)] = 3
-    res = dict(q_star=qs, c_star=cs, chi_1=chi1, chi_c=chic, q_slope=q_slope, xi_q=xiq, xi_c=xic,
-               trainable_depth=TRAINABLE_DEPTH_FACTOR * xic, gradient_factor=chi1 / rho)
-    return res, code, n_ref
+        bad = idx[~ok]
+        if bad.size:  # per point, by the core: slow but exact
+            cs[bad], chic[bad] = solve_c_star(layer.select(bad), qs[bad])[:2]
+            n_ref += bad.size
+    derived, code = fields_at(layer, qs, q_slope, cs, chic, chi1)
+    return dict(q_star=qs, c_star=cs, chi_1=chi1, chi_c=chic, **derived), code, n_ref
 
 
-def _critical_sigma_w2(eng: Engine, sb, rho):
+def _critical_sigma_w2(eng: Engine, act, sb, rho):
     """sigma_w2 on chi_1 = 1 for each sigma_b2, from the tables (see :func:`meanfield.critical_sigma_w2`)."""
-    return _critical_search(lambda q: eng.one_dim(("phi2", "dphi2"), q), sb, rho)
+    return critical_search(act, lambda q: eng.one_dim(("phi2", "dphi2"), q), sb, rho)

@@ -12,7 +12,8 @@
   sigma_a2`` -- sub-exponential for tanh, because ``q^l`` grows linearly and
   ``E[phi'^2]`` falls like ``q^{-1/2}``.
 
-Everything goes through :func:`meanfield.expectations.expectation`.
+Every layer goes through the layer rule, :class:`meanfield.layers.Dense` (residual networks:
+the residual rule above, until it gets its own layer type).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import numpy as np
 from . import _validate
 from .activations import activation
 from .expectations import expectation
-from .fixed_points import _q_star_flat
+from .fixed_points import solve_q_star
+from .layers import Dense, core_expectations
 
 __all__ = ["propagate", "Propagation", "gradient_growth", "GradientGrowth", "describe_factor"]
 
@@ -109,15 +111,19 @@ def propagate(act, q0=1.0, c0=0.5, depth=50, sigma_w2=1.76, sigma_b2=0.05, rho=1
     c = np.empty_like(q1)
     q1[0], q2[0], c[0] = qa, qb, c0
     q12[0] = c0 * np.sqrt(qa * qb)
+    rule, E = Dense(act, sw, sb, rho), core_expectations(act, method)
     for layer in range(1, depth + 1):
         a, b, cc = q1[layer - 1], q2[layer - 1], c[layer - 1]
-        q1[layer] = sw / rho * expectation(act, "phi2", a, method=method) + sb
-        q2[layer] = sw / rho * expectation(act, "phi2", b, method=method) + sb
-        cov = expectation(act, "cov", a, b, c=cc, method=method)
-        q12[layer] = sw * cov + sb
-        den = np.sqrt(q1[layer] * q2[layer])
+        q1[layer] = rule.q_map(a, E)
+        q2[layer] = rule.q_map(b, E)
+        q12[layer] = rule.covariance(E("cov", a, b, c=cc))
+        same = (a == b) & ((a == 0) | np.isinf(a))
         with np.errstate(divide="ignore", invalid="ignore"):
-            c[layer] = np.clip(np.where(den > 0, q12[layer] / np.where(den > 0, den, 1.0), 1.0), -1.0, 1.0)
+            den = np.sqrt(q1[layer]) * np.sqrt(q2[layer])  # no underflow of the product for tiny q
+            c[layer] = np.where(den > 0, q12[layer] / np.where(den > 0, den, 1.0), 1.0)
+        if same.any():  # both variances collapsed to 0 with zero bias: the map's limit
+            c[layer, same] = rule.select(same).c_map(a[same], cc[same], E)
+        c[layer] = np.clip(c[layer], -1.0, 1.0)
     out_shape = (depth + 1, *shape)
     return Propagation(layers=np.arange(depth + 1), q1=q1.reshape(out_shape), q2=q2.reshape(out_shape),
                        q12=q12.reshape(out_shape), c=c.reshape(out_shape))
@@ -291,21 +297,21 @@ def gradient_growth(act, depth=100, sigma_w2=1.76, sigma_b2=0.05, rho=1.0, resid
             p = p + sv * v + sa
         total = np.cumprod(per)
         return GradientGrowth(act.name, sw, sb, rho, True, sv, sa, layers, per, total, q, float(per[-1]))
+    rule, E = Dense(act, sw, sb, rho), core_expectations(act, method)
     if q0 is None:
-        qs = float(_q_star_flat(act, np.array([sw / rho]), np.array([sb]), np.ones(1), method)[0][0])
+        qs = float(solve_q_star(Dense(act, np.array([sw]), np.array([sb]), rho), np.ones(1), E)[0][0])
         if not math.isfinite(qs):
             raise ValueError(f"the variance of {act.name!r} diverges at sigma_w2 = {sw}, sigma_b2 = {sb} "
                              "(no fixed point q*): give q0 to follow the layers explicitly")
         q = np.full(depth, qs)
-        per = np.full(depth, sw * float(expectation(act, "dphi2", qs, method=method)) / rho)
+        per = np.full(depth, float(rule.backward(qs, E)))
     else:
         qcur = float(_validate.nonnegative("q0", q0))
         q = np.empty(depth)
         for i in range(depth):
             q[i] = qcur
-            qcur = sw / rho * float(expectation(act, "phi2", qcur, method=method)) + sb
-        per = sw * expectation(act, "dphi2", q, method=method) / rho
-        qs = q[-1]
+            qcur = float(rule.q_map(qcur, E))
+        per = rule.backward(q, E)
     with np.errstate(over="ignore", under="ignore"):
         total = np.exp(np.cumsum(np.log(per))) if np.all(per > 0) else np.cumprod(per)
     return GradientGrowth(act.name, sw, sb, rho, False, None, None, layers, per, total, q, float(per[-1]))

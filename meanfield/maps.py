@@ -15,14 +15,12 @@ array arguments, and takes variances, never standard deviations.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from . import _validate
 from .activations import activation
-from .expectations import expectation
-from .fixed_points import _c_star_flat, _q_star_flat, asymptotic_activation, local_activation
+from .fixed_points import solve_c_star, solve_q_star
+from .layers import Dense, core_expectations
 
 __all__ = ["q_map", "q_map_slope", "cov_map", "c_map", "chi_1", "chi_c"]
 
@@ -33,6 +31,11 @@ def _common(act, sigma_w2, sigma_b2, rho):
     sw = _validate.nonnegative("sigma_w2", sigma_w2)
     sb = _validate.nonnegative("sigma_b2", sigma_b2)
     return act, sw, sb, rho
+
+
+def _layer(act, sw, sb, rho, method):
+    """The layer rule and the core provider for flat arrays of points."""
+    return Dense(act, sw, sb, rho), core_expectations(act, method)
 
 
 def q_map(q, act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
@@ -56,7 +59,8 @@ def q_map(q, act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
     act, sw, sb, rho = _common(act, sigma_w2, sigma_b2, rho)
     q = _validate.nonnegative("q", q)
     shape, (q, sw, sb) = _validate.broadcast(q, sw, sb)
-    return _validate.finish(sw / rho * expectation(act, "phi2", q, method=method) + sb, shape)
+    layer, E = _layer(act, sw, sb, rho, method)
+    return _validate.finish(layer.q_map(q, E), shape)
 
 
 def q_map_slope(q, act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
@@ -69,7 +73,8 @@ def q_map_slope(q, act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
     act, sw, sb, rho = _common(act, sigma_w2, sigma_b2, rho)
     q = _validate.nonnegative("q", q)
     shape, (q, sw, sb) = _validate.broadcast(q, sw, sb)
-    return _validate.finish(sw / rho * expectation(act, "slope", q, method=method), shape)
+    layer, E = _layer(act, sw, sb, rho, method)
+    return _validate.finish(layer.q_slope(q, E), shape)
 
 
 def cov_map(q1, q2, q12, act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
@@ -89,15 +94,17 @@ def cov_map(q1, q2, q12, act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
     if not np.all(np.isfinite(q12)) or np.any(np.abs(q12) > np.sqrt(q1 * q2) * (1 + 1e-12)):
         raise ValueError("q12 must satisfy |q12| <= sqrt(q1 q2) (a covariance)")
     q12 = np.clip(q12, -np.sqrt(q1 * q2), np.sqrt(q1 * q2))
-    n1 = sw / rho * expectation(act, "phi2", q1, method=method) + sb
-    n2 = sw / rho * expectation(act, "phi2", q2, method=method) + sb
-    n12 = sw * expectation(act, "cov", q1, q2, q12, method=method) + sb
+    layer, E = _layer(act, sw, sb, rho, method)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = np.where(q1 * q2 > 0, q12 / np.sqrt(np.where(q1 * q2 > 0, q1 * q2, 1.0)), 0.0)
+    n1, n2 = layer.q_map(q1, E), layer.q_map(q2, E)
+    n12 = layer.covariance(E("cov", q1, q2, c=np.clip(c, -1.0, 1.0)))
     return tuple(_validate.finish(a, shape) for a in (n1, n2, n12))
 
 
 def _q_default(act, q, sw, sb, rho, method):
     if q is None:
-        return _q_star_flat(act, sw / rho, sb, np.ones_like(sw), method)[0]
+        return solve_q_star(Dense(act, sw, sb, rho), np.ones_like(sw), method=method)[0]
     return q
 
 
@@ -105,11 +112,11 @@ def c_map(c, act, sigma_w2, sigma_b2, q=None, rho=1.0, method="auto"):
     """Correlation map ``c -> (sigma_w2 E[phi(u1) phi(u2)] + sigma_b2) / q'`` (Poole et al. 2016, eq. 5).
 
     ``u1, u2`` have variance ``q`` and correlation ``c``; ``q' = q_map(q)`` is the next layer's
-    variance (equal to q at the fixed point).  ``q`` defaults to q_star.  Where q is infinite the
-    map is its limit (see :func:`meanfield.fixed_points.c_star`); at ``q = 0`` with
-    ``sigma_b2 = 0`` and ``phi(0) = 0`` it is the ``sigma_b2 -> 0`` limit at q* = 0,
-    ``c -> sigma_w2 E[psi psi] + 1 - sigma_w2/rho E[psi^2]`` for the local piecewise-linear form
-    psi of phi at 0 (unit variances).
+    variance (equal to q at the fixed point).  ``q`` defaults to q_star.  Where q is infinite,
+    or zero with ``sigma_b2 = 0`` and ``phi(0) = 0``, it is the map of the zero-bias network as
+    its variance diverges or collapses, ``c -> rho E[psi(z1) psi(z2)] / E[psi(z)^2]`` for the
+    piecewise-linear form psi of phi at infinity or at 0 (:meth:`meanfield.layers.Dense.limit`;
+    for a smooth phi at 0 that is ``c -> rho c``: pseudo-linear).
     """
     act, sw, sb, rho = _common(act, sigma_w2, sigma_b2, rho)
     c = _validate.correlation("c", c)
@@ -119,31 +126,8 @@ def c_map(c, act, sigma_w2, sigma_b2, q=None, rho=1.0, method="auto"):
     else:
         shape, (c, sw, sb) = _validate.broadcast(c, sw, sb)
         q = _q_default(act, None, sw, sb, rho, method)
-    out = np.empty(c.size)
-    inf = np.isinf(q)
-    if inf.any():
-        lim = asymptotic_activation(act)
-        if lim is None:
-            warnings.warn(f"{act.name!r} grows faster than linearly: no limiting correlation map at q = inf",
-                          RuntimeWarning, stacklevel=2)
-            out[inf] = np.nan
-        else:
-            v = expectation(lim, "phi2", 1.0)
-            out[inf] = rho * expectation(lim, "cov", 1.0, 1.0, c=c[inf]) / v
-    fin = ~inf
-    if fin.any():
-        qf, cf, swf, sbf = q[fin], c[fin], sw[fin], sb[fin]
-        num = swf * expectation(act, "cov", qf, qf, c=cf, method=method) + sbf
-        den = swf / rho * expectation(act, "phi2", qf, method=method) + sbf
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = num / np.where(den > 0, den, 1.0)
-        zero = den <= 0
-        if zero.any():
-            psi = local_activation(act)
-            ratio[zero] = (swf[zero] * expectation(psi, "cov", 1.0, 1.0, c=cf[zero])
-                           + 1.0 - swf[zero] / rho * expectation(psi, "phi2", 1.0))
-        out[fin] = ratio
-    return _validate.finish(out, shape)
+    layer, E = _layer(act, sw, sb, rho, method)
+    return _validate.finish(layer.c_map(q, c, E), shape)
 
 
 def chi_1(act, sigma_w2, sigma_b2, q=None, rho=1.0, method="auto"):
@@ -162,20 +146,8 @@ def chi_1(act, sigma_w2, sigma_b2, q=None, rho=1.0, method="auto"):
     else:
         shape, (sw, sb) = _validate.broadcast(sw, sb)
         q = _q_default(act, None, sw, sb, rho, method)
-    return _validate.finish(_chi_1_flat(act, sw, q, method), shape)
-
-
-def _chi_1_flat(act, sw, q, method):
-    out = np.empty(q.size)
-    inf = np.isinf(q)
-    if inf.any():
-        if act.slopes is None:
-            out[inf] = np.inf
-        else:
-            out[inf] = sw[inf] * (act.slopes[0] ** 2 + act.slopes[1] ** 2) / 2
-    if (~inf).any():
-        out[~inf] = sw[~inf] * expectation(act, "dphi2", q[~inf], method=method)
-    return out
+    layer, E = _layer(act, sw, sb, rho, method)
+    return _validate.finish(layer.chi_1(q, E), shape)
 
 
 def chi_c(act, sigma_w2, sigma_b2, c=None, q=None, rho=1.0, method="auto"):
@@ -190,7 +162,7 @@ def chi_c(act, sigma_w2, sigma_b2, c=None, q=None, rho=1.0, method="auto"):
             raise ValueError("give c together with q, or neither (for the fixed point)")
         shape, (sw, sb) = _validate.broadcast(sw, sb)
         qs = _q_default(act, None, sw, sb, rho, method)
-        return _validate.finish(_c_star_flat(act, sw, sb, qs, rho, method)[1], shape)
+        return _validate.finish(solve_c_star(Dense(act, sw, sb, rho), qs, method=method)[1], shape)
     c = _validate.correlation("c", c)
     if q is None:
         shape, (c, sw, sb) = _validate.broadcast(c, sw, sb)
@@ -198,6 +170,5 @@ def chi_c(act, sigma_w2, sigma_b2, c=None, q=None, rho=1.0, method="auto"):
     else:
         q = _validate.nonnegative("q", q)
         shape, (c, sw, sb, q) = _validate.broadcast(c, sw, sb, q)
-    if np.isinf(q).any():
-        raise ValueError("chi_c at a given c needs a finite q; q* is infinite here (use c=None for the limit)")
-    return _validate.finish(sw * expectation(act, "dcov", q, q, c=c, method=method), shape)
+    layer, E = _layer(act, sw, sb, rho, method)
+    return _validate.finish(layer.chi_c(q, c, E), shape)

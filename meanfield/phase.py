@@ -15,10 +15,11 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from . import _validate
+from ._solvers import critical_candidates, critical_search
 from .activations import activation
 from .expectations import expectation
-from .fixed_points import _bracketed_roots, _c_star_flat, _q_star_flat, _q_star_search
-from .maps import _chi_1_flat
+from .fixed_points import solve_c_star, solve_q_star
+from .layers import Dense, core_expectations
 
 __all__ = [
     "xi_q",
@@ -29,19 +30,63 @@ __all__ = [
     "analyze",
     "MeanFieldPoint",
     "TRAINABLE_DEPTH_FACTOR",
+    "PHASES",
+    "classify",
+    "depth_scale",
+    "critical_points",
+    "CriticalPoint",
 ]
+
+#: Phase labels (their index is the integer code stored in files).
+#: ordered: chi_1 < 1; chaotic: chi_1 > 1; critical: |chi_1 - 1| < 1e-9; divergent: q* = inf, the
+#: variance grows without bound; pseudo-linear: sigma_b2 = 0 and q* = 0 with phi smooth at 0 and
+#: phi(0) = 0, so the layers act as linear maps on ever smaller signals.
+PHASES = ("ordered", "chaotic", "critical", "divergent", "pseudo-linear")
 
 #: Networks train up to about this many correlation depth scales (Schoenholz et al. 2017, Fig. 6).
 TRAINABLE_DEPTH_FACTOR = 6.0
 
 
-def _depth_scale(slope):
-    """-1 / ln|slope|: 0 for slope 0, inf for |slope| >= 1."""
+def depth_scale(slope):
+    """``-1 / ln|slope|``: 0 for slope 0, inf for ``|slope| >= 1`` (Schoenholz et al. 2017, eqs. 5, 9)."""
     s = np.abs(np.asarray(slope, dtype=float))
     with np.errstate(divide="ignore"):
         out = np.where(s >= 1.0, np.inf, -1.0 / np.log(np.where(s > 0, s, 1.0)))
     out = np.where(s == 0, 0.0, out)
     return np.where(np.isnan(s), np.nan, out)
+
+
+def classify(chi_1, q_star, pseudo_linear):
+    """Integer phase codes into :data:`PHASES` from chi_1, q* and the pseudo-linear mask.
+
+    Divergent (q* = inf) first, then critical (``|chi_1 - 1| < 1e-9``), then pseudo-linear,
+    then ordered / chaotic by chi_1.
+    """
+    chi_1 = np.asarray(chi_1, dtype=float)
+    code = np.where(chi_1 > 1.0, 1, 0).astype(np.int8)
+    code[np.asarray(pseudo_linear, dtype=bool)] = 4
+    code[np.abs(chi_1 - 1.0) < 1e-9] = 2
+    code[np.isinf(q_star)] = 3
+    return code
+
+
+def fields_at(layer: Dense, qs, info_slope, cs, chic, chi1):
+    """Depth scales, trainable depth, gradient factor and phase codes from the fixed-point values.
+
+    Shared by :func:`analyze` and :func:`meanfield.phase_diagram` (flat arrays).  Where the
+    network is pseudo-linear without dropout (every correlation a fixed point), the trainable
+    depth is NaN: the ``6 xi_c`` rule does not describe a network whose correlations freeze.
+    """
+    inf = np.isinf(qs)
+    q_slope = np.where(inf, np.inf, info_slope)
+    xiq = np.where(inf, np.inf, depth_scale(q_slope))
+    xic = depth_scale(chic)
+    pseudo = layer.pseudo_linear(qs)
+    code = classify(chi1, qs, pseudo)
+    depth = TRAINABLE_DEPTH_FACTOR * xic
+    depth = np.where((code == 4) & np.isnan(cs), np.nan, depth)
+    return dict(q_slope=q_slope, xi_q=xiq, xi_c=xic, trainable_depth=depth,
+                gradient_factor=layer.gradient_factor(chi1)), code
 
 
 @dataclass(frozen=True)
@@ -57,8 +102,14 @@ class MeanFieldPoint:
     xi_q, xi_c : depth scales -1/ln(q_slope), -1/ln(chi_c)
     trainable_depth : 6 xi_c
     gradient_factor : per-layer factor of the mean squared gradient, chi_1 / rho
-    phase : "ordered" (chi_1 < 1), "chaotic" (chi_1 > 1), "critical" (|chi_1 - 1| < 1e-9), or
-        "divergent" (q* = inf: the variance grows without bound)
+    phase : one of :data:`PHASES`: "ordered" (chi_1 < 1), "chaotic" (chi_1 > 1), "critical"
+        (|chi_1 - 1| < 1e-9), "divergent" (q* = inf: the variance grows without bound), or
+        "pseudo-linear" (sigma_b2 = 0 and q* = 0 with phi smooth at 0: the layers act as linear
+        maps on a vanishing signal; correlations freeze, c* is NaN without dropout, and the
+        trainable depth is NaN because 6 xi_c does not describe such a network)
+    c_star_small_bias : where sigma_b2 = 0 and q* = 0, the c* that *any* positive bias, however
+        small, would give (the sigma_b2 -> 0+ limit, a different network: the answer is
+        discontinuous at sigma_b2 = 0); NaN elsewhere
     """
 
     activation: str
@@ -75,6 +126,7 @@ class MeanFieldPoint:
     trainable_depth: np.ndarray
     gradient_factor: np.ndarray
     phase: np.ndarray
+    c_star_small_bias: np.ndarray
 
     def as_dict(self):
         """Plain Python values (floats or lists), for JSON."""
@@ -106,15 +158,17 @@ def analyze(act, sigma_w2, sigma_b2, rho=1.0, method="auto") -> MeanFieldPoint:
     sw = _validate.nonnegative("sigma_w2", sigma_w2)
     sb = _validate.nonnegative("sigma_b2", sigma_b2)
     shape, (sw, sb) = _validate.broadcast(sw, sb)
-    qs, info = _q_star_flat(act, sw / rho, sb, np.ones_like(sw), method)
-    cs, chic, _, _ = _c_star_flat(act, sw, sb, qs, rho, method)
-    chi1 = _chi_1_flat(act, sw, qs, method)
-    q_slope = np.where(np.isinf(qs), np.inf, info.slope)
-    xiq = np.where(np.isinf(qs), np.inf, _depth_scale(q_slope))
-    xic = _depth_scale(chic)
-    phase = np.where(chi1 > 1.0, "chaotic", "ordered").astype(object)
-    phase[np.abs(chi1 - 1.0) < 1e-9] = "critical"
-    phase[np.isinf(qs)] = "divergent"
+    layer = Dense(act, sw, sb, rho)
+    E = core_expectations(act, method)
+    qs, info = solve_q_star(layer, np.ones_like(sw), E)
+    cs, chic, _, _ = solve_c_star(layer, qs, E)
+    chi1 = layer.chi_1(qs, E)
+    derived, code = fields_at(layer, qs, info.slope, cs, chic, chi1)
+    small = np.full(sw.size, np.nan)
+    for i in np.flatnonzero((qs == 0) & (sb == 0) & (sw > 0)):
+        lim = layer.select(i).small_bias_limit()
+        if lim is not None:
+            small[i] = solve_c_star(lim, np.ones(1))[0][0]
 
     def r(a):
         a = np.asarray(a).reshape(shape)
@@ -122,8 +176,8 @@ def analyze(act, sigma_w2, sigma_b2, rho=1.0, method="auto") -> MeanFieldPoint:
 
     return MeanFieldPoint(
         activation=act.name, sigma_w2=r(sw), sigma_b2=r(sb), rho=rho, q_star=r(qs), c_star=r(cs),
-        chi_1=r(chi1), chi_c=r(chic), q_slope=r(q_slope), xi_q=r(xiq), xi_c=r(xic),
-        trainable_depth=r(TRAINABLE_DEPTH_FACTOR * xic), gradient_factor=r(chi1 / rho), phase=r(phase),
+        chi_1=r(chi1), chi_c=r(chic), phase=r(np.array(PHASES, dtype=object)[code]),
+        c_star_small_bias=r(small), **{k: r(v) for k, v in derived.items()},
     )
 
 
@@ -150,25 +204,32 @@ def trainable_depth(act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
     return analyze(act, sigma_w2, sigma_b2, rho, method).trainable_depth
 
 
-def critical_line(act, q_star, method="auto"):
+def critical_line(act, q_star, rho=1.0, method="auto"):
     """The critical line chi_1 = 1 parametrised by the fixed point q* (Hayou et al. 2019).
 
-    ``sigma_w2 = 1 / E[phi'(sqrt(q*) z)^2]``, ``sigma_b2 = q* - sigma_w2 E[phi(sqrt(q*) z)^2]``.
-    Points with ``sigma_b2 < 0`` are not realisable and are returned as they are (check them).
+    ``sigma_w2 = 1 / E[phi'(sqrt(q*) z)^2]``, ``sigma_b2 = q* - sigma_w2/rho E[phi(sqrt(q*) z)^2]``
+    (:meth:`meanfield.layers.Dense.on_critical_line`).  Points with ``sigma_b2 < 0`` are not
+    realisable and are returned as they are (check them).
 
     Returns
     -------
     (sigma_w2, sigma_b2) : arrays shaped like ``q_star``
     """
     act = activation(act)
+    rho = _validate.keep_probability(rho)
     q = _validate.nonnegative("q_star", q_star)
     shape = q.shape
     q = q.ravel()
     d = expectation(act, "dphi2", q, method=method)
     with np.errstate(divide="ignore"):
-        sw = np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), np.inf)
-    sb = q - sw * expectation(act, "phi2", q, method=method)
+        sw, sb = Dense.on_critical_line(q, expectation(act, "phi2", q, method=method),
+                                        np.where(d > 0, d, 0.0), rho)
     return _validate.finish(sw, shape), _validate.finish(sb, shape)
+
+
+def _one_dim(act, method):
+    E = core_expectations(act, method)
+    return lambda q: (E("phi2", q), E("dphi2", q))
 
 
 def critical_sigma_w2(act, sigma_b2, rho=1.0, method="auto"):
@@ -177,71 +238,72 @@ def critical_sigma_w2(act, sigma_b2, rho=1.0, method="auto"):
     Solves ``q - E[phi^2] / (rho E[phi'^2]) = sigma_b2`` for q* along :func:`critical_line`,
     then ``sigma_w2 = 1 / E[phi'(sqrt(q*) z)^2]`` (Schoenholz et al. 2017, Fig. 1; tanh at
     sigma_b2 = 0.05 gives 1.76).  With dropout (``rho < 1``) the line is where chi_1 = 1 at the
-    dropout fixed point q*; the backward factor there is 1/rho.  NaN, with a warning, where no
-    critical point exists (relu for sigma_b2 > 0: its edge of chaos is the single point
-    (sigma_b2, sigma_w2) = (0, 2)).
+    dropout fixed point q*; the backward factor there is 1/rho.  Only a critical point on the
+    branch of fixed points that the variance iteration reaches from q0 = 1 counts; NaN, with a
+    warning, where there is none (relu for sigma_b2 > 0: its edge of chaos is the single point
+    (sigma_b2, sigma_w2) = (0, 2); gelu and swish at small sigma_b2, whose chi_1 = 1 points are
+    unstable fixed points: see :func:`critical_points`).
     """
     act = activation(act)
     rho = _validate.keep_probability(rho)
     sb = _validate.nonnegative("sigma_b2", sigma_b2)
     shape = sb.shape
     sb = sb.ravel()
-    out = _critical_search(lambda q: (expectation(act, "phi2", q, method=method),
-                                      expectation(act, "dphi2", q, method=method)), sb, rho)
+    out = critical_search(act, _one_dim(act, method), sb, rho)
     ok = np.isfinite(out)
     if not ok.all():
-        warnings.warn(f"no critical point (chi_1 = 1) of {act.name!r} for sigma_b2 = "
-                      f"{sb[~ok][:3].tolist()}{'...' if (~ok).sum() > 3 else ''}", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"no critical point (chi_1 = 1) of {act.name!r} reached from q0 = 1 for sigma_b2 = "
+                      f"{sb[~ok][:3].tolist()}{'...' if (~ok).sum() > 3 else ''} (see critical_points)",
+                      RuntimeWarning, stacklevel=2)
     return _validate.finish(out, shape)
 
 
-def _critical_search(one_dim, sb, rho, q0=1.0):
-    """sigma_w2 with chi_1 = 1 for each sigma_b2 in a flat array; NaN where there is none.
+@dataclass(frozen=True)
+class CriticalPoint:
+    """A point with chi_1 = 1 at a fixed point of the variance map.
 
-    ``one_dim(q)`` returns ``(E[phi(sqrt(q) z)^2], E[phi'(sqrt(q) z)^2])``.  On the line
-    ``q* = sigma_w2/rho V(q*) + sigma_b2`` and ``sigma_w2 D(q*) = 1``, so q* solves
-    ``h(q) = q - V(q) / (rho D(q)) = sigma_b2``.  Every sign change of ``h - sigma_b2`` on a
-    geometric grid of q is a candidate, taken in increasing q; a candidate is accepted only if it
-    is the fixed point the variance iteration reaches from ``q0`` at that sigma_w2 (for gelu,
-    swish, mish some roots are unstable fixed points, or are not reached from q0).
+    Attributes
+    ----------
+    sigma_w2, sigma_b2 : the variances
+    q_star : the fixed point of the variance map at which chi_1 = 1
+    q_slope : slope of the variance map there; below 1 the fixed point attracts, above 1 it repels
+    stable : ``q_slope < 1``
+    reached : the iteration from q0 = 1 converges to this fixed point (what
+        :func:`critical_sigma_w2` reports)
+    q_reached : the fixed point the iteration from q0 = 1 reaches at this sigma_w2 (inf: diverges)
     """
-    n = sb.size
-    grid = np.concatenate([[0.0], 1e-3 * 8.0 ** np.arange(18)])
 
-    def h(q):
-        v, d = one_dim(q)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(d > 0, q - v / (rho * np.where(d > 0, d, 1.0)), -np.inf)
+    sigma_w2: float
+    sigma_b2: float
+    q_star: float
+    q_slope: float
+    stable: bool
+    reached: bool
+    q_reached: float
 
-    g = h(grid)[None, :] - sb[:, None]  # (n, grid)
-    out = np.full(n, np.nan)
-    open_ = np.ones(n, dtype=bool)
-    for k in range(grid.size - 1):
-        at_node = open_ & (g[:, k] == 0)
-        crossing = open_ & ~at_node & (np.sign(g[:, k]) * np.sign(g[:, k + 1]) < 0)
-        rows = np.flatnonzero(at_node | crossing)
-        if rows.size == 0:
+
+def critical_points(act, sigma_b2, rho=1.0, method="auto") -> list[CriticalPoint]:
+    """Every point on the line chi_1 = 1 at one ``sigma_b2``, stable or not (Schoenholz et al. 2017).
+
+    For gelu, swish and mish at small sigma_b2 the only chi_1 = 1 points are *unstable* fixed
+    points of the variance map (slope > 1): a network started with a smaller variance falls to
+    the lower, ordered fixed point, one started above it diverges.  :func:`critical_sigma_w2`
+    reports only the point the iteration from q0 = 1 reaches; this lists them all, in increasing q*.
+    """
+    act = activation(act)
+    rho = _validate.keep_probability(rho)
+    sb = _validate.scalar("sigma_b2", _validate.nonnegative("sigma_b2", sigma_b2))
+    one_dim = _one_dim(act, method)
+    out = []
+    for _, q_c in critical_candidates(one_dim, np.array([sb]), rho):
+        q = float(q_c[0])
+        d = float(one_dim(np.array([q]))[1][0])
+        if not d > 0:
             continue
-        q_c = np.where(at_node[rows], grid[k], np.nan)
-        solve = np.flatnonzero(crossing[rows])
-        if solve.size:
-            r = rows[solve]
-            q_c[solve] = _bracketed_roots(lambda q, idx, r=r: h(q) - sb[r[idx]], np.full(r.size, grid[k]),
-                                          np.full(r.size, grid[k + 1]), g[r, k], g[r, k + 1])[0]
-        d = one_dim(q_c)[1]
-        with np.errstate(divide="ignore"):
-            sw = np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), np.nan)
-        ok = np.isfinite(sw)
-        reached = np.full(rows.size, np.nan)
-        if ok.any():
-            reached[ok] = _q_star_search(lambda q: one_dim(q)[0], sw[ok] / rho, sb[rows[ok]],
-                                         np.full(np.count_nonzero(ok), float(q0)))[0]
-        # accepted if chi_1 = 1 at the fixed point actually reached (for relu every q is fixed)
-        chi_reached = np.full(rows.size, np.nan)
-        fin = ok & np.isfinite(reached)
-        if fin.any():
-            chi_reached[fin] = sw[fin] * one_dim(reached[fin])[1]
-        good = fin & (np.abs(chi_reached - 1.0) <= 1e-9)
-        out[rows[good]] = sw[good]
-        open_[rows[good]] = False
+        layer = Dense(act, 1.0 / d, sb, rho)
+        slope = float(layer.q_slope(q)) if q > 0 else float(layer.q_slope(0.0))
+        reached = float(solve_q_star(Dense(act, np.array([1.0 / d]), np.array([sb]), rho), np.ones(1),
+                                     method=method)[0][0])
+        same = np.isfinite(reached) and abs(reached - q) <= 1e-8 * max(q, 1e-12)
+        out.append(CriticalPoint(1.0 / d, sb, q, slope, slope < 1.0, bool(same), reached))
     return out

@@ -11,6 +11,7 @@ from scipy import integrate, special
 
 import meanfield as mf
 from meanfield import diagram
+from meanfield._diagram_engine import mehler_coefficients, mehler_params
 from meanfield.diagram import GridTooLargeError, load_phase_diagram, phase_diagram
 
 
@@ -47,7 +48,7 @@ def test_tanh_matches_analyze_to_core_accuracy():
     assert np.all(pd.phase[I, J] == ref.phase)
     for field in ("q_star", "chi_1", "xi_q", "q_slope", "gradient_factor"):
         assert np.max(_rel(getattr(pd, field)[I, J], getattr(ref, field))) < 1e-9, field
-    assert np.max(np.abs(pd.c_star[I, J] - ref.c_star)) < 1e-9
+    np.testing.assert_allclose(pd.c_star[I, J], ref.c_star, rtol=0, atol=1e-9)  # NaN where both are NaN
     assert np.max(_rel(pd.chi_c[I, J], ref.chi_c)) < 1e-9
     away = np.abs(ref.chi_1 - 1) > 1e-2
     assert np.max(_rel(pd.xi_c[I, J][away], ref.xi_c[away])) < 1e-7
@@ -70,9 +71,9 @@ def test_dropout_matches_analyze():
     I, J, ref = _compare(pd, "tanh", rho=0.9)
     for field in ("q_star", "chi_1", "xi_q", "chi_c", "gradient_factor"):
         assert np.max(_rel(getattr(pd, field)[I, J], getattr(ref, field))) < 1e-9, field
-    assert np.max(np.abs(pd.c_star[I, J] - ref.c_star)) < 1e-9
+    np.testing.assert_allclose(pd.c_star[I, J], ref.c_star, rtol=0, atol=1e-9)  # NaN where both are NaN
     assert np.max(_rel(pd.xi_c[I, J], ref.xi_c)) < 1e-7
-    assert np.all(pd.c_star < 1)  # dropout: c = 1 is no longer a fixed point
+    assert np.all(pd.c_star < 1)  # dropout: c = 1 is no longer a fixed point (pseudo-linear: c* = 0)
 
 
 @pytest.mark.parametrize("act", ["erf", "sin"])
@@ -82,7 +83,7 @@ def test_closed_form_activations_match_analyze(act):
     assert np.all(pd.phase[I, J] == ref.phase)
     for field in ("q_star", "chi_1", "chi_c", "xi_q"):
         assert np.max(_rel(getattr(pd, field)[I, J], getattr(ref, field))) < 1e-10, field
-    assert np.max(np.abs(pd.c_star[I, J] - ref.c_star)) < 1e-10
+    np.testing.assert_allclose(pd.c_star[I, J], ref.c_star, rtol=0, atol=1e-10)  # NaN where both are NaN
 
 
 def test_erf_closed_forms():
@@ -130,8 +131,8 @@ def test_critical_line_separates_phases():
 def test_hermite_coefficients_against_scipy_quad():
     # b_k(q) = E[tanh(sqrt(q) z) He_k(z)] / sqrt(k!), independently by scipy quad
     q = 2.0
-    K, h = diagram._mehler_params(q, 0)
-    _, b_odd = diagram._mehler_coefficients(np.tanh, np.array([q]), K, h, parity=1)
+    K, h = mehler_params(q, 0)
+    _, b_odd = mehler_coefficients(np.tanh, np.array([q]), K, h, parity=1)
     for k in (1, 3, 9, 31):
         def f(z, k=k):
             return (np.tanh(np.sqrt(q) * z) * special.eval_hermitenorm(k, z) * np.exp(-z * z / 2)
@@ -146,7 +147,7 @@ def test_kinked_activation_falls_back_to_reference():
     pd = phase_diagram("elu", np.array([1.5, 2.0]), np.array([0.0, 0.5]))
     I, J, ref = _compare(pd, "elu")
     assert np.all(pd.phase[I, J] == ref.phase)
-    assert np.max(np.abs(pd.c_star[I, J] - ref.c_star)) < 1e-9
+    np.testing.assert_allclose(pd.c_star[I, J], ref.c_star, rtol=0, atol=1e-9)  # NaN where both are NaN
     assert np.max(_rel(pd.chi_c[I, J], ref.chi_c)) < 1e-9
 
 
@@ -217,13 +218,16 @@ def test_too_large_grid_is_refused_with_the_size():
     with pytest.raises(GridTooLargeError, match=r"100000 x 100000 .* needs about 1\.\d+ TB"):
         phase_diagram("tanh", np.arange(1e5), np.arange(1e5))
     with pytest.raises(GridTooLargeError, match="needs about"):
-        phase_diagram("tanh", np.linspace(0, 1, 10), np.linspace(0, 1, 10), max_memory=1000)
+        phase_diagram("tanh", np.linspace(0, 1, 10), np.linspace(0, 1, 10), memory_limit=1000)
 
 
 def test_phase_labels_and_depths_consistent():
     pd = phase_diagram("tanh", np.linspace(0.5, 5, 20), np.linspace(0, 2, 6))
     assert set(np.unique(pd.phase)) <= set(diagram.PHASES)
-    np.testing.assert_array_equal(pd.trainable_depth, 6 * pd.xi_c)
+    pseudo = pd.phase == "pseudo-linear"  # sigma_b2 = 0, sigma_w2 < 1: q* = 0, tanh acts linearly
+    np.testing.assert_array_equal(pseudo, (pd.sigma_b2[:, None] == 0) & (pd.sigma_w2[None, :] < 1))
+    assert np.all(np.isnan(pd.trainable_depth[pseudo]) & np.isnan(pd.c_star[pseudo]) & (pd.chi_c[pseudo] == 1))
+    np.testing.assert_array_equal(pd.trainable_depth[~pseudo], 6 * pd.xi_c[~pseudo])
     assert np.all(pd.c_star[pd.phase == "ordered"] == 1.0)
     np.testing.assert_array_equal(pd.chi_c[pd.phase == "ordered"], pd.chi_1[pd.phase == "ordered"])
 

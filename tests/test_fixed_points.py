@@ -112,10 +112,12 @@ def test_dropout_limits_xi_c():
 
 
 def test_symmetric_chaos_and_zero_variance():
-    # odd phi, sigma_b2 = 0, chaotic: c* = 0 by symmetry; ordered: q* = 0 and c* = 1
+    # odd phi, sigma_b2 = 0, chaotic: c* = 0 by symmetry; ordered: q* = 0 and the network is
+    # pseudo-linear (c -> c): no single c*, correlations freeze, chi_c = 1
     assert abs(mf.c_star("tanh", 3.0, 0.0)) < 1e-12
     p = mf.analyze("tanh", 0.8, 0.0)
-    assert p.q_star == 0.0 and p.c_star == 1.0 and p.chi_1 == pytest.approx(0.8, rel=1e-15)
+    assert p.q_star == 0.0 and np.isnan(p.c_star) and p.chi_c == 1.0 and p.phase == "pseudo-linear"
+    assert p.chi_1 == pytest.approx(0.8, rel=1e-15)
     assert p.xi_q == pytest.approx(-1 / np.log(0.8), rel=1e-14)
 
 
@@ -156,14 +158,18 @@ def test_near_marginal_relu_is_found_quickly():
     assert info.iterations.max() < 20
 
 
-def test_zero_variance_with_dropout_is_the_small_bias_limit():
-    # at sigma_b2 = 0 (q* = 0) c* and chi_c are the sigma_b2 -> 0 limits, checked at sigma_b2 = 1e-12
+def test_zero_bias_with_dropout_is_the_zero_bias_network_not_the_small_bias_limit():
+    # at sigma_b2 = 0 (q* = 0) c* is that of the zero-bias network: relu is scale invariant, so
+    # c' = rho J1(c) / J1(1) exactly at every layer (arc-cosine J1, Cho & Saul 2009)
     for name, sw in [("relu", 1.0), ("tanh", 0.4), ("abs", 0.5), ("leaky_relu", 1.0)]:
-        c0, info0 = mf.c_star(name, sw, 0.0, rho=0.9, full_output=True)
-        c1, info1 = mf.c_star(name, sw, 1e-12, rho=0.9, full_output=True)
-        assert c0 == pytest.approx(c1, rel=1e-9, abs=1e-12)
-        assert info0.slope == pytest.approx(info1.slope, rel=1e-9)
-        assert mf.c_map(c0, name, sw, 0.0, q=0.0, rho=0.9) == pytest.approx(c0, rel=1e-12)
-    # relu: the limit map is c -> sigma_w2 J1(c) + 1 - sigma_w2 / (2 rho), arc-cosine J1
+        c0 = mf.c_star(name, sw, 0.0, rho=0.9)
+        assert mf.c_map(c0, name, sw, 0.0, q=0.0, rho=0.9) == pytest.approx(c0, rel=1e-12, abs=1e-14)
+        # the sigma_b2 -> 0+ limit differs, and analyze reports it beside the answer
+        p = mf.analyze(name, sw, 0.0, rho=0.9)
+        assert p.c_star_small_bias == pytest.approx(mf.c_star(name, sw, 1e-12, rho=0.9), rel=1e-9, abs=1e-12)
+        assert abs(p.c_star_small_bias - c0) > 0.05
     th = np.arccos(c0 := mf.c_star("relu", 1.0, 0.0, rho=0.9))
-    assert (np.sin(th) + (np.pi - th) * c0) / (2 * np.pi) + 1 - 1 / 1.8 == pytest.approx(c0, rel=1e-12)
+    assert 0.9 * (np.sin(th) + (np.pi - th) * c0) / np.pi == pytest.approx(c0, rel=1e-12)
+    # tanh is smooth at 0: the zero-bias network is pseudo-linear, c' = rho c, so c* = 0, chi_c = rho
+    p = mf.analyze("tanh", 0.4, 0.0, rho=0.9)
+    assert p.phase == "pseudo-linear" and abs(p.c_star) < 1e-12 and p.chi_c == pytest.approx(0.9, rel=1e-12)

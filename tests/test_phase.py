@@ -58,7 +58,8 @@ def test_xi_c_diverges_at_the_critical_line():
 def test_analyze_broadcasts_and_labels_phases():
     p = mf.analyze("tanh", np.array([0.5, 3.0])[:, None], np.array([0.0, 0.1, 0.3]))
     assert p.q_star.shape == (2, 3)
-    assert list(p.phase[0]) == ["ordered"] * 3 and list(p.phase[1]) == ["chaotic"] * 3
+    # sigma_b2 = 0 with q* = 0: tanh is pseudo-linear there (a linear map on a vanishing signal)
+    assert list(p.phase[0]) == ["pseudo-linear", "ordered", "ordered"] and list(p.phase[1]) == ["chaotic"] * 3
     d = mf.analyze("tanh", 1.5, 0.05).as_dict()
     assert isinstance(d["q_star"], float) and d["phase"] == "ordered"
     assert mf.xi_q("tanh", 1.5, 0.05) == pytest.approx(d["xi_q"])

@@ -1,0 +1,370 @@
+"""The layer rule: one home for what one layer does to variances, correlations and gradients.
+
+A *layer type* states, in one object, its forward maps (variance and covariance), its backward
+factor (the per-layer factor of the mean squared gradient), its kernel step (NNGP and NTK) and
+its limits (``q = 0`` with zero bias, ``q = inf``).  Fixed points, analyses, phase diagrams,
+propagation, gradient growth and kernels call these methods; none writes the rule out again.
+
+Every method takes the Gaussian expectations it needs from an *expectation provider*
+``E(kind, q1, q2=None, c=None)`` (kinds as in :data:`meanfield.expectations.KINDS`), by default
+the core :func:`meanfield.expectations.expectation`; fast paths pass their tables instead.
+
+:class:`Dense` is the fully connected layer with dropout,
+``h^l = W^l (m^l * phi(h^{l-1})) / rho + b^l``, ``W_ij ~ N(0, sigma_w2/N)``,
+``b_i ~ N(0, sigma_b2)``, ``m_j ~ Bernoulli(rho)`` (inverted dropout; Poole et al. 2016, eqs. 3
+and 5; Schoenholz et al. 2017, Sec. 5):
+
+* variance   ``q' = sigma_w2/rho E[phi(u)^2] + sigma_b2``,  ``u ~ N(0, q)``
+* covariance ``q12' = sigma_w2 E[phi(u1) phi(u2)] + sigma_b2``
+* backward   ``E||dE/dh^{l-1}||^2 = (chi_1/rho) E||dE/dh^l||^2``, ``chi_1 = sigma_w2 E[phi'(u)^2]``
+* NTK step   ``Theta' = K' + sigma_w2 E[phi'(u1) phi'(u2)] Theta`` (Jacot et al. 2018)
+
+**Limits.**  Where the variance is infinite, or zero with zero bias (``q = 0``, ``sigma_b2 = 0``,
+``phi(0) = 0``), the correlation map is that of a positively homogeneous activation ``psi``: the
+asymptotic form ``s+ relu(x) - s- relu(-x)`` of phi at large ``|x|``
+(:func:`asymptotic_activation`), or its local form at 0 (:func:`local_activation`).  A
+homogeneous layer does not see the scale of its input, so the map is that of the equivalent
+layer ``Dense(psi, rho / E[psi(z)^2], 0, rho)`` at unit variance: ``c' = rho E[psi(z1) psi(z2)] /
+E[psi(z)^2]`` (:meth:`Dense.limit`).  This is exactly what a zero-bias network does as its
+variance collapses: for the relu family it holds at every layer (relu is scale invariant); for
+a smooth phi with ``phi(0) = 0`` the limit is linear, ``c' = rho c``, and the network becomes
+*pseudo-linear*: without dropout every correlation is a fixed point and correlations freeze at
+their input values.  It is not the ``sigma_b2 -> 0+`` limit, which is a different network: with
+any positive bias, however small, ``b/q*`` stays finite as ``q* -> 0`` and the map is
+``c' = sigma_w2 E[psi psi] + 1 - sigma_w2/rho E[psi^2]`` (:meth:`Dense.small_bias_limit`).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+
+from .activations import Activation, activation, x
+from .expectations import expectation
+
+__all__ = ["Dense", "dense", "core_expectations", "asymptotic_activation", "local_activation", "is_linear",
+           "NoLimitError"]
+
+#: An expectation provider: ``E(kind, q1, q2=None, c=None) -> array``.
+Expectations = Callable[..., np.ndarray]
+
+
+def core_expectations(act: Activation, method: str = "auto") -> Expectations:
+    """The provider backed by :func:`meanfield.expectations.expectation` (closed form or quadrature)."""
+
+    def E(kind, q1, q2=None, c=None):
+        if q2 is None:
+            return np.asarray(expectation(act, kind, q1, method=method), dtype=float)
+        return np.asarray(expectation(act, kind, q1, q2, c=c, method=method), dtype=float)
+
+    return E
+
+
+# ----------------------------------------------------------------------------------------
+# Homogeneous forms of phi: at large |x| and near 0
+# ----------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _two_slopes(s_plus: float, s_minus: float) -> Activation:
+    """``s+ relu(x) - s- relu(-x)``: slope s+ for x > 0 and s- for x < 0."""
+    a, b = (sp.nsimplify(s, rational=True, tolerance=1e-12) for s in (s_plus, s_minus))
+    relu_x = sp.Piecewise((x, x > 0), (0, True))
+    relu_mx = sp.Piecewise((-x, x < 0), (0, True))
+    return activation(a * relu_x - b * relu_mx)
+
+
+@functools.lru_cache(maxsize=32)
+def asymptotic_activation(act: Activation) -> Activation | None:
+    """The piecewise-linear activation phi approaches at large ``|x|``, or None.
+
+    With slopes ``s+ = phi'(+inf)`` and ``s- = phi'(-inf)``: ``s+ relu(x) - s- relu(-x)``.  It
+    governs the correlation map where the variance is infinite (degree-1 homogeneity).  None if
+    phi grows faster than linearly or is bounded (slopes 0).
+    """
+    if act.slopes is None or act.slopes == (0.0, 0.0):
+        return None
+    return _two_slopes(*act.slopes)
+
+
+@functools.lru_cache(maxsize=32)
+def local_activation(act: Activation) -> Activation | None:
+    """The piecewise-linear activation phi looks like near 0: slopes ``phi'(0+)``, ``phi'(0-)``.
+
+    It governs the correlation map of a zero-bias layer as the variance collapses to 0 (for
+    ``phi(0) = 0``).  None where both slopes are 0 (then the limit depends on higher orders).
+    """
+    dphi = act.derivative(1)
+    s_plus, s_minus = (float(v) for v in dphi(np.array([1e-150, -1e-150])))
+    if s_plus == 0.0 and s_minus == 0.0:
+        return None
+    return _two_slopes(s_plus, s_minus)
+
+
+def is_linear(act: Activation | None) -> bool:
+    """True for a homogeneous form ``s+ relu(x) - s- relu(-x)`` with ``s+ == s-`` (a linear map)."""
+    if act is None:
+        return False
+    s = act.derivative(1)(np.array([1.0, -1.0]))
+    return bool(s[0] == s[1])
+
+
+# ----------------------------------------------------------------------------------------
+# The fully connected layer
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dense:
+    """Fully connected layer with dropout: ``h' = W (m * phi(h)) / rho + b`` (see the module docstring).
+
+    ``sigma_w2`` and ``sigma_b2`` may be arrays (one layer per point of a grid); every method
+    broadcasts over them and over its own arguments.
+
+    Parameters
+    ----------
+    act : Activation
+    sigma_w2, sigma_b2 : float or ndarray
+        Weight and bias variances.
+    rho : float
+        Dropout keep probability in (0, 1] (inverted masks).
+    """
+
+    act: Activation
+    sigma_w2: float | np.ndarray
+    sigma_b2: float | np.ndarray
+    rho: float = 1.0
+
+    # ---- the rule, given expectation values ----
+    def variance(self, V):
+        """``q' = sigma_w2/rho V + sigma_b2`` from ``V = E[phi(u)^2]`` (Poole et al. 2016, eq. 3)."""
+        return self.sigma_w2 / self.rho * V + self.sigma_b2
+
+    def covariance(self, C):
+        """``q12' = sigma_w2 C + sigma_b2`` from ``C = E[phi(u1) phi(u2)]`` (Poole et al. 2016, eq. 5)."""
+        return self.sigma_w2 * C + self.sigma_b2
+
+    def chi_1_from(self, D1):
+        """``chi_1 = sigma_w2 D1`` from ``D1 = E[phi'(u)^2]`` (Poole et al. 2016, eq. 7)."""
+        return self.sigma_w2 * D1
+
+    def gradient_factor(self, chi_1):
+        """Per-layer factor of the mean squared gradient, ``chi_1 / rho`` (Schoenholz et al. 2017, eq. 16, Sec. 5).
+
+        Going back one layer multiplies ``E||dE/dh||^2`` by it (the squared norm's factor).
+        """
+        return chi_1 / self.rho
+
+    def backward_from(self, D1):
+        """:meth:`gradient_factor` from ``D1 = E[phi'(u)^2]``."""
+        return self.gradient_factor(self.chi_1_from(D1))
+
+    def chi_c_from(self, Dc):
+        """``chi_c = sigma_w2 Dc`` from ``Dc = E[phi'(u1) phi'(u2)]`` (Schoenholz et al. 2017, eq. 8)."""
+        return self.sigma_w2 * Dc
+
+    def ntk_from(self, K_next, Dc, theta):
+        """NTK step ``Theta' = K' + sigma_w2 Dc Theta`` (Jacot et al. 2018; NTK parametrisation)."""
+        return K_next + self.sigma_w2 * Dc * theta
+
+    def gap_from(self, q, V, D, c):
+        """``G(c) = 1 - (1 - c') / (1 - c)`` at a fixed point ``q' = q`` of the variance map.
+
+        ``1 - c' = sigma_w2 (V (1/rho - 1) + D) / q`` with ``D = E[(phi(u1) - phi(u2))^2] / 2``,
+        so c* is the root of ``G(c) = 1 - sigma_w2 (V (1/rho - 1) + D) / (q (1 - c))``: a form that
+        stays well conditioned as c* approaches 1 (Schoenholz et al. 2017, eq. 5 rearranged).
+        """
+        return 1.0 - self.sigma_w2 * (V * (1.0 / self.rho - 1.0) + D) / (q * (1.0 - c))
+
+    @staticmethod
+    def on_critical_line(q, V, D, rho=1.0):
+        """``(sigma_w2, sigma_b2)`` where ``q`` is a fixed point and ``chi_1 = 1``, from ``V(q)``, ``D1(q)``.
+
+        ``chi_1_from(D) = 1`` gives ``sigma_w2 = 1/D``; ``variance(V) = q`` gives
+        ``sigma_b2 = q - sigma_w2/rho V`` (Hayou et al. 2019, Sec. 2; Schoenholz et al. 2017,
+        Fig. 1).  Points with ``sigma_b2 < 0`` are not realisable.
+        """
+        sw = 1.0 / D
+        return sw, q - sw / rho * V
+
+    def select(self, idx) -> Dense:
+        """The layers of points ``idx`` (for array-valued variances)."""
+        take = lambda v: v[idx] if np.ndim(v) else v  # noqa: E731
+        return Dense(self.act, take(self.sigma_w2), take(self.sigma_b2), self.rho)
+
+    # ---- maps with a provider ----
+    def provider(self, E: Expectations | None = None) -> Expectations:
+        """``E`` itself, or the core provider of this layer's activation."""
+        return core_expectations(self.act) if E is None else E
+
+    def q_map(self, q, E: Expectations | None = None):
+        """The variance map at ``q`` (finite; Poole et al. 2016, eq. 3)."""
+        return self.variance(self.provider(E)("phi2", q))
+
+    def q_slope(self, q, E: Expectations | None = None):
+        """Slope of the variance map, ``sigma_w2/rho E[phi'^2 + phi phi'']`` (Schoenholz et al. 2017, eq. 5)."""
+        return self.sigma_w2 / self.rho * self.provider(E)("slope", q)
+
+    def limit(self, q) -> Dense | None:
+        """The equivalent homogeneous layer at unit variance where ``q`` is a limit, else None.
+
+        ``q = inf``: :func:`asymptotic_activation`; ``q = 0`` with ``sigma_b2 = 0`` and
+        ``phi(0) = 0``: :func:`local_activation`.  Returns ``Dense(psi, rho / E[psi^2], 0, rho)``
+        (one scalar layer; call with scalar ``q`` and scalar variances), or None if there is no
+        limit (``q`` finite and not such a zero).
+
+        Raises
+        ------
+        NoLimitError
+            Where the limit does not exist (phi grows faster than linearly, or ``phi'(0) = 0``).
+        """
+        q = float(q)
+        if np.isinf(q):
+            psi = asymptotic_activation(self.act)
+            if psi is None:
+                raise NoLimitError(f"{self.act.name!r} grows faster than linearly: "
+                                   "no limiting correlation map at q = inf")
+        elif q == 0.0 and float(self.sigma_b2) == 0.0 and float(self.act.phi(np.zeros(1))[0]) == 0.0:
+            psi = local_activation(self.act)
+            if psi is None:
+                raise NoLimitError(f"{self.act.name!r} has phi'(0) = 0: no limiting correlation map at q = 0")
+        else:
+            return None
+        v = float(expectation(psi, "phi2", 1.0))
+        return Dense(psi, self.rho / v, 0.0, self.rho)
+
+    def small_bias_limit(self) -> Dense | None:
+        """The layer whose map at unit variance is the ``sigma_b2 -> 0+`` limit at ``q* = 0``.
+
+        A different network from zero bias: ``c' = sigma_w2 E[psi psi] + 1 - sigma_w2/rho E[psi^2]``
+        with psi the local form of phi at 0 (``b/q*`` stays finite as both vanish).  Reported
+        beside the zero-bias answer to show the discontinuity at ``sigma_b2 = 0``.  None where
+        phi'(0) = 0 on both sides.
+        """
+        psi = local_activation(self.act)
+        if psi is None:
+            return None
+        v = float(expectation(psi, "phi2", 1.0))
+        w = float(self.sigma_w2)
+        return Dense(psi, w, 1.0 - w / self.rho * v, self.rho)
+
+    def c_map(self, q, c, E: Expectations | None = None):
+        """Correlation map ``c' = q12' / q'`` for two inputs of variance ``q`` (Poole et al. 2016, eq. 5).
+
+        Elementwise over broadcast ``q``, ``c`` (and the layer's variances).  Where ``q`` is
+        infinite, or zero with zero bias, the map is that of :meth:`limit` (NaN with a warning
+        where phi grows faster than linearly); where both variances vanish (``sigma_w2 = sigma_b2
+        = 0``) every input maps to 0 and ``c' = 1``.
+        """
+        E = self.provider(E)
+        shape, (q, c, sw, sb) = _flat(q, c, self.sigma_w2, self.sigma_b2)
+        out = np.empty(q.size)
+        den = np.full(q.size, np.nan)
+        fin = np.isfinite(q)
+        if fin.any():
+            den[fin] = sw[fin] / self.rho * E("phi2", q[fin]) + sb[fin]
+        reg = fin & (den > 0)
+        if reg.any():
+            num = sw[reg] * E("cov", q[reg], q[reg], c=c[reg]) + sb[reg]
+            out[reg] = num / den[reg]
+        for i in np.flatnonzero(~reg):
+            lim = self._limit_at(sw[i], sb[i], q[i])
+            if lim is None:  # every pre-activation is 0
+                out[i] = 1.0
+            elif lim is _NAN:
+                out[i] = np.nan
+            else:
+                out[i] = float(lim.c_map(1.0, c[i]))
+        return out.reshape(shape)
+
+    def chi_1(self, q, E: Expectations | None = None):
+        """``chi_1 = sigma_w2 E[phi'(u)^2]`` at ``q``; at ``q = inf`` its limit
+        ``sigma_w2 (phi'(+inf)^2 + phi'(-inf)^2) / 2``, or inf if phi grows faster than linearly."""
+        E = self.provider(E)
+        shape, (q, sw) = _flat(q, self.sigma_w2)
+        out = np.empty(q.size)
+        inf = np.isinf(q)
+        if inf.any():
+            s = self.act.slopes
+            out[inf] = np.inf if s is None else sw[inf] * (s[0] ** 2 + s[1] ** 2) / 2
+        if (~inf).any():
+            out[~inf] = sw[~inf] * E("dphi2", q[~inf])
+        return out.reshape(shape)
+
+    def backward(self, q, E: Expectations | None = None):
+        """Per-layer factor of the mean squared gradient at ``q``, ``chi_1 / rho`` (Schoenholz et al. 2017)."""
+        return self.gradient_factor(self.chi_1(q, E))
+
+    def pseudo_linear(self, q):
+        """Where the layer at variance ``q`` is pseudo-linear: ``q = 0``, zero bias, phi(0) = 0, and phi
+        smooth at 0 (its local form is linear), so the correlation map is ``c -> rho c``.
+
+        A network there acts as a linear map on signals whose variance decays like ``chi_1^l``.
+        """
+        shape, (q, sb) = _flat(q, self.sigma_b2)
+        out = np.zeros(q.size, dtype=bool)
+        cand = (q == 0) & (sb == 0)
+        if cand.any() and float(self.act.phi(np.zeros(1))[0]) == 0.0:
+            psi = local_activation(self.act)
+            out[cand] = is_linear(psi)
+        return out.reshape(shape)
+
+    def chi_c(self, q, c, E: Expectations | None = None):
+        """Slope of the correlation map at ``c``, ``sigma_w2 E[phi'(u1) phi'(u2)]`` (at a fixed point of q).
+
+        Schoenholz et al. 2017, eq. 8.  At the limits, the slope of the limiting map.
+        """
+        E = self.provider(E)
+        shape, (q, c, sw, sb) = _flat(q, c, self.sigma_w2, self.sigma_b2)
+        out = np.empty(q.size)
+        reg = np.isfinite(q) & (q > 0)
+        if reg.any():
+            out[reg] = sw[reg] * E("dcov", q[reg], q[reg], c=c[reg])
+        for i in np.flatnonzero(~reg):
+            lim = self._limit_at(sw[i], sb[i], q[i])
+            if lim is None:
+                out[i] = sw[i] * float(E("dphi2", 0.0)) if q[i] == 0 else np.nan
+            elif lim is _NAN:
+                out[i] = np.nan
+            else:
+                out[i] = float(lim.chi_c(1.0, c[i]))
+        return out.reshape(shape)
+
+    def gap(self, q, c, E: Expectations | None = None):
+        """:meth:`gap_from` with the expectations of the provider, at finite ``q > 0``."""
+        E = self.provider(E)
+        V = E("phi2", q)
+        D = E("half_sq_diff", q, q, c=c)
+        return self.gap_from(q, V, D, c)
+
+    def _limit_at(self, sw, sb, q):
+        """The limit layer of one point; None where every pre-activation is 0; _NAN (warned) if none."""
+        if sw == 0.0 and sb == 0.0:
+            return None
+        try:
+            return Dense(self.act, float(sw), float(sb), self.rho).limit(q)
+        except NoLimitError as err:
+            warnings.warn(str(err), RuntimeWarning, stacklevel=4)
+            return _NAN
+
+
+class NoLimitError(ValueError):
+    """No limiting correlation map exists (phi grows faster than linearly, or phi'(0) = 0)."""
+
+
+_NAN = object()
+
+
+def _flat(*arrays):
+    arrs = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in arrays))
+    return arrs[0].shape, [np.array(a, dtype=float).ravel() for a in arrs]
+
+
+def dense(act, sigma_w2, sigma_b2, rho: float = 1.0) -> Dense:
+    """A :class:`Dense` layer from an activation (or its name) and variances."""
+    return Dense(activation(act), sigma_w2, sigma_b2, rho)
