@@ -11,7 +11,19 @@ from .activations import Activation, activation, activation_names
 from .expectations import expectation
 from .fixed_points import ConvergenceWarning, FixedPointInfo, c_star, q_star
 from .maps import c_map, chi_1, chi_c, cov_map, q_map, q_map_slope
-from .phase import MeanFieldPoint, analyze, critical_line, critical_sigma_w2, trainable_depth, xi_c, xi_q
+from .layers import Dense
+from .phase import (
+    PHASES,
+    CriticalPoint,
+    MeanFieldPoint,
+    analyze,
+    critical_line,
+    critical_points,
+    critical_sigma_w2,
+    trainable_depth,
+    xi_c,
+    xi_q,
+)
 from .quadrature import QuadratureWarning
 from .symbolic import closed_form
 
@@ -40,6 +52,11 @@ __all__ = [
     "trainable_depth",
     "critical_sigma_w2",
     "critical_line",
+    "critical_points",
+    "CriticalPoint",
+    "PHASES",
+    "Dense",
+    "layers",
     "analyze",
     "MeanFieldPoint",
     "ConvergenceWarning",
@@ -86,7 +103,7 @@ _LAZY = {
     "NNGPClassifier": "kernels",
     "KernelWarning": "kernels",
 }
-_SUBMODULES = ("empirical", "plotting", "diagram", "dynamics", "kernels")
+_SUBMODULES = ("empirical", "plotting", "diagram", "dynamics", "kernels", "layers")
 
 
 def __getattr__(name):
