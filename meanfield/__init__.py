@@ -10,8 +10,8 @@ from importlib.metadata import PackageNotFoundError, version
 from .activations import Activation, activation, activation_names
 from .expectations import expectation
 from .fixed_points import ConvergenceWarning, FixedPointInfo, c_star, q_star
-from .maps import c_map, chi_1, chi_c, cov_map, q_map, q_map_slope
 from .layers import Dense
+from .maps import c_map, chi_1, chi_c, cov_map, q_map, q_map_slope
 from .phase import (
     PHASES,
     CriticalPoint,
