@@ -17,6 +17,8 @@ import ast
 import difflib
 import functools
 import math
+import numbers
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -285,16 +287,17 @@ def activation(spec, dphi: Callable | None = None, d2phi: Callable | None = None
     if isinstance(spec, str):
         key = spec.strip()
         if key in _TABLE:
-            return _named(key, tuple(sorted(params.items())))
-        if params:
-            raise ValueError(f"parameters {sorted(params)} given for {spec!r}, which is not a table name")
+            return _named(key, tuple(sorted(_table_params(key, params).items())))
         if key.isidentifier() and key not in ("x",):
-            close = difflib.get_close_matches(key, list(_TABLE), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
-                f"unknown activation {key!r}.{hint} Known names: {', '.join(activation_names())}; "
-                "or give an expression in x, such as 'x*tanh(softplus(x))'"
-            )
+            raise ValueError(_unknown_name(key))
+        if _NAME_LIKE.fullmatch(key) and _suggest(key):
+            try:  # "leaky-relu" reads as an expression; say which name was probably meant
+                parse_expression(key)
+            except ValueError:
+                raise ValueError(_unknown_name(key)) from None
+        if params:
+            raise ValueError(f"parameters {sorted(params)} given for {spec!r}, which is not a table name; "
+                             "only table entries take parameters (see describe_table)")
         return _from_string(key)
     if isinstance(spec, sp.Expr):
         if params:
@@ -309,16 +312,49 @@ def activation(spec, dphi: Callable | None = None, d2phi: Callable | None = None
     raise TypeError(f"cannot make an activation from {type(spec).__name__}: give a name, an expression or a callable")
 
 
+_NAME_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def _suggest(key: str) -> list[str]:
+    """Table names close to ``key``, ignoring case, hyphens and underscores ("ReLU", "leaky-relu")."""
+    names = activation_names()
+    norm = key.lower().replace("-", "_")
+    if norm in names:
+        return [norm]
+    squashed = {n.replace("_", ""): n for n in names}
+    if norm.replace("_", "") in squashed:
+        return [squashed[norm.replace("_", "")]]
+    return difflib.get_close_matches(norm, names, n=3, cutoff=0.6)
+
+
+def _unknown_name(key: str) -> str:
+    close = _suggest(key)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return (f"unknown activation {key!r}.{hint} Known names: {', '.join(activation_names())}; "
+            "or give an expression in x, such as 'x*tanh(softplus(x))'")
+
+
+def _number(name: str, key: str, value):
+    """A parameter value as a plain int or float; booleans, strings and non-finite values are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ValueError(f"parameter {key} of {name!r} must be a finite number, got {value!r}")
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+def _table_params(name: str, params: dict) -> dict:
+    """The parameters of table entry ``name``, checked: known names only, finite numbers only."""
+    defaults = _TABLE[name][1]
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        known = ", ".join(f"{k} (default {v})" for k, v in defaults.items()) or "none"
+        raise ValueError(f"activation {name!r} takes parameters: {known}; got unknown {', '.join(unknown)}")
+    return {k: _number(name, k, v) for k, v in params.items()}
+
+
 @functools.lru_cache(maxsize=64)
 def _named(name: str, params: tuple) -> Activation:
     build, defaults, _ = _TABLE[name]
-    unknown = set(dict(params)) - set(defaults)
-    if unknown:
-        raise ValueError(f"activation {name!r} takes parameters {sorted(defaults) or 'none'}, got {sorted(unknown)}")
     values = {**defaults, **dict(params)}
-    for k, v in values.items():
-        if not (isinstance(v, (int, float)) and math.isfinite(v)):
-            raise ValueError(f"parameter {k} of {name!r} must be a finite number, got {v!r}")
     if name == "monomial" and (int(values["k"]) != values["k"] or not 0 <= values["k"] <= 32):
         raise ValueError(f"monomial degree k must be an integer in [0, 32], got {values['k']!r}")
     expr = build(**{k: sp.nsimplify(v) if k == "alpha" else v for k, v in values.items()})

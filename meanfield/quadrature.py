@@ -72,7 +72,7 @@ class QuadratureWarning(UserWarning):
     """An integral did not reach its tolerance."""
 
 
-def integrate(func, breaks, owner, n, rtol=RTOL, atol=0.0, max_panels=400):
+def integrate(func, breaks, owner, n, rtol=RTOL, atol=0.0, max_panels=400, with_error=False):
     """Integrate ``func`` over many ranges at once.
 
     Parameters
@@ -90,12 +90,17 @@ def integrate(func, breaks, owner, n, rtol=RTOL, atol=0.0, max_panels=400):
         Tolerance relative to the integral of |func| over the range.
     atol : float or (n,) array
         Absolute tolerance: an integral is also done when its error estimate is below it.
+    with_error : bool
+        Also return the error estimates.
 
     Returns
     -------
     value, scale, converged : arrays of shape (n,)
         The integrals, the integrals of |func| (or of the magnitudes ``func`` returns as the
         second item of a tuple), and whether the error estimate met ``rtol * scale``.
+    error : array of shape (n,)
+        The estimated absolute errors (only with ``with_error=True``; 0 where the integral is
+        infinite).
     """
     left, right = breaks[:, 0].astype(float), breaks[:, 1].astype(float)
     owner = np.asarray(owner, dtype=np.intp)
@@ -159,7 +164,9 @@ def integrate(func, breaks, owner, n, rtol=RTOL, atol=0.0, max_panels=400):
         converged[np.unique(owner)] = False
     converged &= err_done <= np.maximum(np.maximum(rtol * abs_done, atol) * 10.0, _TINY)
     hit = overflow != 0
-    total[hit], abs_done[hit], converged[hit] = overflow[hit] * np.inf, np.inf, True
+    total[hit], abs_done[hit], converged[hit], err_done[hit] = overflow[hit] * np.inf, np.inf, True, 0.0
+    if with_error:
+        return total, abs_done, converged, err_done
     return total, abs_done, converged
 
 
@@ -196,14 +203,24 @@ def _gauss_panels(mean, sd, kinks, exp_rate):
     return np.stack([left[keep], right[keep]], axis=1), owner
 
 
-def _warn(converged, what):
-    if not np.all(converged):
-        warnings.warn(
-            f"{what}: {np.size(converged) - np.count_nonzero(converged)} of {np.size(converged)} "
-            "integrals did not reach the requested tolerance",
-            QuadratureWarning,
-            stacklevel=3,
-        )
+def _warn(converged, what, value, error, rtol):
+    """Warn if some integrals missed the tolerance, saying how large their error estimates are."""
+    if np.all(converged):
+        return
+    bad = ~np.asarray(converged, dtype=bool)
+    err, val = np.asarray(error, dtype=float)[bad], np.asarray(value, dtype=float)[bad]
+    worst = int(np.argmax(err))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(val != 0, err / np.abs(val), np.inf)
+    rel_text = (f"{np.max(rel):.2g} relative to the value" if np.all(np.isfinite(rel))
+                else "relative error unbounded (a value is 0)")
+    warnings.warn(
+        f"{what}: {np.count_nonzero(bad)} of {bad.size} integrals did not reach the requested "
+        f"tolerance (rtol {rtol:.1g}); estimated error up to {err[worst]:.2g} absolute, {rel_text} "
+        f"(worst: {val[worst]:.6g} +- {err[worst]:.2g})",
+        QuadratureWarning,
+        stacklevel=3,
+    )
 
 
 def expect_1d(F, mean, var, kinks=(), exp_rate=0.0, rtol=RTOL, jumps=True):
@@ -233,8 +250,8 @@ def expect_1d(F, mean, var, kinks=(), exp_rate=0.0, rtol=RTOL, jumps=True):
             with np.errstate(invalid="ignore", over="ignore"):
                 return np.where(w > 0, F(u) * w, 0.0)
 
-        val, _, ok = integrate(integrand, breaks, owner, idx.size, rtol)
-        _warn(ok, "Gaussian expectation")
+        val, _, ok, err = integrate(integrand, breaks, owner, idx.size, rtol, with_error=True)
+        _warn(ok, "Gaussian expectation", val, err, rtol)
         out[idx] = val
     return out.reshape(shape)
 
@@ -315,8 +332,8 @@ def expect_2d(h, q1, q2, q12=None, kinks1=(), kinks2=(), exp_rate=0.0, rtol=RTOL
             w = np.exp(-0.5 * zz * zz) * norm[own, None]
             return inner.reshape(u1.shape) * w, inner_abs.reshape(u1.shape) * w
 
-        val, _, ok = integrate(outer, breaks, owner, full.size, rtol, atol)
-        _warn(ok, "bivariate Gaussian expectation")
+        val, _, ok, err = integrate(outer, breaks, owner, full.size, rtol, atol, with_error=True)
+        _warn(ok, "bivariate Gaussian expectation", val, err, rtol)
         out[full] = val
     return out.reshape(shape)
 
@@ -341,8 +358,8 @@ def _conditional(h, u1, mean, sd, kinks2, exp_rate, rtol, atol=0.0):
         zz = (u2 - mean[own, None]) / sd[own, None]
         return h(u1[own, None], u2) * np.exp(-0.5 * zz * zz) * norm[own, None]
 
-    val, scale, ok = integrate(integrand, breaks, owner, u1.size, rtol, atol, max_panels=200)
-    _warn(ok, "conditional Gaussian expectation")
+    val, scale, ok, err = integrate(integrand, breaks, owner, u1.size, rtol, atol, max_panels=200, with_error=True)
+    _warn(ok, "conditional Gaussian expectation", val, err, rtol)
     return val, scale
 
 

@@ -1,6 +1,7 @@
 """Activations: the table, expression parsing (never evaluated), derivatives, kinks, errors."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -154,3 +155,57 @@ def test_bad_callable():
 def test_table_description_lists_every_name():
     assert [row[0] for row in describe_table()] == mf.activation_names()
     assert parse_expression("sigmoid(x)").has(x)
+
+
+@pytest.mark.parametrize("typed, meant", [("ReLU", "relu"), ("Relu", "relu"), ("GELU", "gelu"), ("Tanh", "tanh"),
+                                          ("leaky-relu", "leaky_relu"), ("LeakyReLU", "leaky_relu"),
+                                          ("hardtanh", "hard_tanh"), ("sigmod", "sigmoid")])
+def test_near_misses_name_the_table_entry(typed, meant):
+    with pytest.raises(ValueError, match=rf"unknown activation '{typed}'\. Did you mean '{meant}'"):
+        mf.activation(typed)
+
+
+def test_hyphenated_expressions_still_parse():
+    np.testing.assert_allclose(mf.activation("x-1").phi(np.array([3.0])), [2.0])
+    with pytest.raises(ValueError, match="unknown name 'foo'"):  # not close to any table name
+        mf.activation("foo-bar")
+
+
+def test_parameter_errors_name_the_known_parameters():
+    with pytest.raises(ValueError, match=r"'leaky_relu' takes parameters: alpha \(default 0\.01\); got unknown beta"):
+        mf.activation("leaky_relu", beta=1)
+    with pytest.raises(ValueError, match=r"'monomial' takes parameters: k \(default 2\); got unknown alpha"):
+        mf.activation("monomial", alpha=1)
+    with pytest.raises(ValueError, match="'relu' takes parameters: none; got unknown alpha"):
+        mf.activation("relu", alpha=0.1)
+    for bad in (True, "0.2", float("inf"), None, [1]):
+        with pytest.raises(ValueError, match="must be a finite number"):
+            mf.activation("leaky_relu", alpha=bad)
+    with pytest.raises(ValueError, match="only table entries take parameters"):
+        mf.activation("x*tanh(x)", alpha=0.1)
+
+
+def test_numpy_parameter_values():
+    t = np.linspace(-2, 2, 9)
+    np.testing.assert_allclose(mf.activation("leaky_relu", alpha=np.float64(0.3)).phi(t), np.where(t > 0, t, 0.3 * t))
+    np.testing.assert_allclose(mf.activation("monomial", k=np.int64(3)).phi(t), t**3, rtol=1e-15)
+
+
+def test_quadrature_warning_says_how_large_the_error_is():
+    from meanfield.quadrature import QuadratureWarning
+
+    rng = np.random.default_rng(1)
+
+    def noisy(t):  # no adaptive rule can integrate noise to 1e-12
+        return np.sin(200 * t) + 1e-3 * rng.standard_normal(np.shape(t))
+
+    act = mf.activation(noisy)
+    with pytest.warns(QuadratureWarning) as record:
+        value = mf.q_map(1.0, act, 1.0, 0.0)  # E[phi(z)^2], about 1/2
+    text = str(record[0].message)
+    m = re.search(r"1 of 1 integrals did not reach the requested tolerance \(rtol 1e-12\); estimated error up to "
+                  r"(\S+) absolute, (\S+) relative to the value", text)
+    assert m, text
+    absolute, relative = float(m.group(1)), float(m.group(2))
+    assert 1e-12 * abs(value) < absolute < 1.0
+    assert relative == pytest.approx(absolute / abs(value), rel=0.06)  # both printed to 2 digits
