@@ -1,4 +1,4 @@
-"""Tests of meanfield.kernels: NNGP / NTK recursions and GP prediction.
+"""Tests of meanfield.kernels and meanfield.gp: NNGP / NTK recursions and GP prediction.
 
 Every numerical test compares with something computed independently: closed forms written out
 here (arc-cosine kernels, Williams' erf kernel), a per-pair recursion through the adaptive
@@ -13,10 +13,15 @@ import warnings
 
 import numpy as np
 import pytest
-from scipy import integrate, special
+from scipy import integrate
 
+from meanfield import _kernel_tables
+from meanfield._bivariate import bivariate_shared
+from meanfield.activations import activation
 from meanfield.expectations import expectation
-from meanfield.kernels import KernelWarning, NNGPClassifier, NNGPRegressor, _bivariate_shared, nngp, ntk
+from meanfield.gp import NNGPClassifier, NNGPRegressor
+from meanfield.kernels import KernelWarning, nngp, ntk
+from meanfield.layers import Dense
 from meanfield.phase import critical_sigma_w2
 
 
@@ -113,6 +118,64 @@ def test_depth_zero_is_linear_kernel():
 
 
 # ----------------------------------------------------------------------------------------
+# one step is the layer rule of meanfield.layers.Dense
+# ----------------------------------------------------------------------------------------
+
+
+def _two_inputs(case):
+    rng = np.random.default_rng(22)
+    X = _inputs(2, 4, 22, norms=[0.8, 1.9])
+    if case == "zero norm":
+        X[0] = 0.0  # with sigma_b2 = 0: q = 0 for the first input
+    elif case == "c -> 1":
+        X[1] = X[0] + 1e-5 * rng.standard_normal(4)  # nearly identical: 1 - c ~ 1e-10
+    elif case == "c -> 1, two norms":
+        X[1] = 1.5 * X[0] + 1e-5 * rng.standard_normal(4)
+    return X
+
+
+@pytest.mark.parametrize("method", ["auto", "quadrature"])
+@pytest.mark.parametrize("case", ["generic", "zero norm", "c -> 1", "c -> 1, two norms"])
+@pytest.mark.parametrize("act", ["erf", "tanh"])  # with a closed form and without
+def test_one_layer_is_the_layer_rule(act, case, method):
+    # K^1 = Dense.covariance(E[phi(u) phi(u')]), K^1(x, x) = Dense.variance(E[phi(u)^2]) and
+    # Theta^1 = Dense.ntk_from(K^1, E[phi'(u) phi'(u')], K^0), the expectations by the adaptive
+    # quadrature of meanfield.expectations (independent of the kernel tables)
+    sw, sb = 1.7, (0.0 if case == "zero norm" else 0.2)
+    layer = Dense(activation(act), sw, sb)
+    X = _two_inputs(case)
+    K0 = _k0(X, X, sw, sb)
+    q = np.diag(K0).copy()
+    s = np.sqrt(np.outer(q, q))
+    c = np.clip(np.divide(K0, s, out=np.zeros_like(K0), where=s > 0), -1, 1)
+    np.fill_diagonal(c, 1.0)
+    Q1, Q2 = np.meshgrid(q, q, indexing="ij")
+    ref_K = layer.covariance(expectation(act, "cov", Q1, Q2, c=c, method="quadrature"))
+    ref_K[np.diag_indices(2)] = layer.variance(expectation(act, "phi2", q, method="quadrature"))
+    ref_T = layer.ntk_from(ref_K, expectation(act, "dcov", Q1, Q2, c=c, method="quadrature"), K0)
+    ref_T[np.diag_indices(2)] = layer.ntk_from(np.diag(ref_K), expectation(act, "dphi2", q, method="quadrature"), q)
+    Theta, K = ntk(X, None, act, depth=1, sigma_w2=sw, sigma_b2=sb, method=method, return_nngp=True)
+    np.testing.assert_allclose(K, ref_K, rtol=1e-10, atol=1e-300)
+    np.testing.assert_allclose(Theta, ref_T, rtol=1e-10, atol=1e-300)
+    np.testing.assert_array_equal(nngp(X, None, act, depth=1, sigma_w2=sw, sigma_b2=sb, method=method), K)
+    # the cross kernel (no symmetry shortcut) agrees
+    np.testing.assert_allclose(nngp(X[:1], X[1:], act, depth=1, sigma_w2=sw, sigma_b2=sb, method=method),
+                               ref_K[:1, 1:], rtol=1e-10, atol=1e-300)
+    if case == "zero norm":
+        assert K[0, 0] == 0.0 and K[0, 1] == 0.0  # phi(0) = 0: the first input maps to 0
+
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.5])
+def test_tables_as_c_approaches_1_match_williams(scale):
+    # 1 - c ~ 1e-15 (closer than the adaptive reference quadrature resolves): tables against the closed form
+    rng = np.random.default_rng(23)
+    X = _inputs(2, 4, 22, norms=[0.8, 1.9])
+    X[1] = scale * X[0] + 1e-7 * rng.standard_normal(4)
+    ref = _erf_reference(X, X, 1, 1.7, 0.2)
+    assert _rel(nngp(X, None, "erf", depth=1, sigma_w2=1.7, sigma_b2=0.2, method="quadrature"), ref) < 1e-13
+
+# ----------------------------------------------------------------------------------------
 # the table method against closed forms (exercises it on smooth and kinked maps)
 # ----------------------------------------------------------------------------------------
 
@@ -123,7 +186,7 @@ def test_table_method_matches_closed_forms(act, norms):
     X = _inputs(10, 6, 4, norms=norms)
     sw = 1.5 if act != "sin" else 1.0
     T_ex, K_ex = ntk(X, None, act, depth=8, sigma_w2=sw, sigma_b2=0.2, return_nngp=True)
-    T_in, K_in = ntk(X, None, act, depth=8, sigma_w2=sw, sigma_b2=0.2, return_nngp=True, method="interpolate")
+    T_in, K_in = ntk(X, None, act, depth=8, sigma_w2=sw, sigma_b2=0.2, return_nngp=True, method="quadrature")
     assert _rel(K_in, K_ex) < 1e-11
     assert _rel(T_in, T_ex) < 1e-11
 
@@ -131,13 +194,11 @@ def test_table_method_matches_closed_forms(act, norms):
 def test_table_method_many_distinct_norms_matches_erf_closed_form(monkeypatch):
     # more distinct variances than groups: Chebyshev interpolation in log q (forced here with
     # few inputs by lowering the group limit)
-    import meanfield.kernels as mk
-
-    monkeypatch.setattr(mk, "_MAX_GROUPS", 2)
+    monkeypatch.setattr(_kernel_tables, "MAX_GROUPS", 2)
     X = _inputs(4, 5, 5, norms=[0.9, 1.0, 1.1, 1.2])
     Y = _inputs(3, 5, 6, norms=[0.95, 1.05, 1.15])
     ref = _erf_reference(X, Y, 1, 1.4, 0.1)
-    K = nngp(X, Y, "erf", depth=1, sigma_w2=1.4, sigma_b2=0.1, method="interpolate")
+    K = nngp(X, Y, "erf", depth=1, sigma_w2=1.4, sigma_b2=0.1, method="quadrature")
     assert _rel(K, ref) < 1e-10
 
 
@@ -146,7 +207,7 @@ def test_variance_interpolation_over_a_wide_spread_of_norms():
     X = _inputs(9, 5, 14, norms=np.geomspace(0.5, 2.0, 9))
     Y = _inputs(4, 5, 15, norms=[0.6, 0.9, 1.4, 1.9])
     ref = _erf_reference(X, Y, 1, 2.0, 0.1)
-    Theta_in, K = ntk(X, Y, "erf", depth=1, sigma_w2=2.0, sigma_b2=0.1, method="interpolate", return_nngp=True)
+    Theta_in, K = ntk(X, Y, "erf", depth=1, sigma_w2=2.0, sigma_b2=0.1, method="quadrature", return_nngp=True)
     assert _rel(K, ref) < 1e-10
     Theta_ex = ntk(X, Y, "erf", depth=1, sigma_w2=2.0, sigma_b2=0.1)
     assert _rel(Theta_in, Theta_ex) < 1e-10
@@ -251,7 +312,7 @@ def test_bivariate_rule_against_mpmath():
     act = activation("hard_tanh")
     qa, q2 = np.array([0.3, 1.0, 4.0]), 1.3
     thetas = np.array([1e-5, 0.7, math.pi - 1e-4])
-    got = _bivariate_shared(act.phi, act, qa, np.full(3, q2), thetas)
+    got = bivariate_shared(act.phi, act, qa, np.full(3, q2), thetas)
     for a, q1 in enumerate(qa):
         for k, theta in enumerate(thetas):
             t = mp.mpf(theta)
@@ -280,7 +341,7 @@ def test_bivariate_rule_against_adaptive_quadrature(act):
     thetas = np.array([0.0, 0.05, 0.3, 1.0, 1.6, 2.5, math.pi - 0.05, math.pi])  # (tiny angles: mpmath test)
     for qa, q2 in [([0.05, 0.08], 0.06), ([0.5, 1.0, 1.9], 1.2), ([3.0, 10.0], 6.0), ([100.0, 400.0], 200.0)]:
         qa = np.array(qa)
-        got = _bivariate_shared(a.phi, a, qa, np.full(thetas.size, q2), thetas)
+        got = bivariate_shared(a.phi, a, qa, np.full(thetas.size, q2), thetas)
         for i, q1 in enumerate(qa):
             ref = expectation(a, "cov", np.full(thetas.size, q1), np.full(thetas.size, q2), c=np.cos(thetas),
                               method="quadrature")
@@ -349,8 +410,10 @@ def test_cross_kernel_consistent_with_joint_kernel():
     ({"X1": np.ones((2, 3)), "depth": 2.5}, "depth"),
     ({"X1": np.ones((2, 3)), "sigma_w2": -1.0}, "sigma_w2"),
     ({"X1": np.ones((2, 3)), "method": "magic"}, "method"),
+    ({"X1": np.ones((2, 3)), "method": "interpolate"}, r"method must be one of \('auto', 'exact', 'quadrature'\)"),
     ({"X1": np.ones((2, 3)), "act": "tanh", "method": "exact"}, "closed form"),
     ({"X1": np.ones((2, 3)), "memory_limit": 10}, "memory"),
+    ({"X1": np.ones((2, 3)), "memory_limit": -1.0}, "memory_limit must be a positive number"),
 ])
 def test_bad_input_raises(kwargs, match):
     args = {"X2": None, "act": "tanh", "depth": 2, "sigma_w2": 1.0, "sigma_b2": 0.1, **kwargs}
@@ -360,7 +423,7 @@ def test_bad_input_raises(kwargs, match):
 
 def test_too_large_kernel_raises_before_work():
     X = np.zeros((200_000, 2))
-    with pytest.raises(ValueError, match="GiB"):
+    with pytest.raises(ValueError, match="memory_limit"):
         ntk(X, None, "tanh", depth=3, sigma_w2=1.0)
 
 
@@ -452,4 +515,3 @@ def test_special_zero_variance_input():
     ref = 1.0 * integrate.quad(lambda u: (u + math.exp(-u * u)) * dens(u), -50, 50, epsabs=1e-14)[0]
     assert abs(K[0, 1] - ref) < 1e-12
     assert abs(K[0, 0] - 1.0) < 1e-15
-    assert special.erf(0) == 0

@@ -1,0 +1,75 @@
+"""Argument checks of the kernel functions and estimators: clear errors before any work."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _validate, symbolic
+from .activations import Activation, activation
+from .expectations import METHODS
+
+__all__ = ["inputs", "variance", "check_method", "check"]
+
+
+def inputs(name: str, X) -> np.ndarray:
+    """A finite float array of shape (n, d_in) with n, d_in > 0 (a single input may be 1-D)."""
+    try:
+        X = np.asarray(X, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a numeric array of shape (n, d_in)") from None
+    if X.ndim == 1:
+        X = X[None, :]
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (n, d_in) with n > 0 and d_in > 0, got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        i, j = np.argwhere(~np.isfinite(X))[0]
+        raise ValueError(f"{name} must be finite: {name}[{i}, {j}] = {X[i, j]}")
+    return X
+
+
+def variance(name: str, value) -> float:
+    """A single finite number >= 0."""
+    return _validate.scalar(name, _validate.nonnegative(name, value))
+
+
+def check_method(value) -> str:
+    """One of :data:`meanfield.expectations.METHODS`."""
+    if value not in METHODS:
+        hint = " ('interpolate' is now called 'quadrature')" if value == "interpolate" else ""
+        raise ValueError(f"method must be one of {METHODS}, got {value!r}{hint}")
+    return value
+
+
+def check(X1, X2, act, depth, sigma_w2, sigma_b2, method, memory_limit, n_arrays: int):
+    """Checked arguments of :func:`meanfield.kernels.nngp` and :func:`~meanfield.kernels.ntk`.
+
+    ``n_arrays`` is the number of ``n1 x n2`` arrays the recursion holds at a time (2 for the
+    NNGP, 4 for the NTK); a kernel whose arrays exceed ``memory_limit`` bytes (None: the package
+    default) is refused.  Returns ``(X1, X2, same, act, depth, sigma_w2, sigma_b2)``.
+    """
+    X1 = inputs("X1", X1)
+    same = X2 is None
+    X2 = X1 if same else inputs("X2", X2)
+    if X1.shape[1] != X2.shape[1]:
+        raise ValueError(f"X1 and X2 must have the same number of features, got {X1.shape[1]} and {X2.shape[1]}")
+    if isinstance(depth, (bool, np.bool_)) or not isinstance(depth, (int, np.integer)):
+        raise ValueError(f"depth must be a non-negative integer (number of hidden layers), got {depth!r}")
+    if depth < 0:
+        raise ValueError(f"depth must be >= 0 (number of hidden layers), got {depth}")
+    sw = variance("sigma_w2", sigma_w2)
+    sb = variance("sigma_b2", sigma_b2)
+    check_method(method)
+    limit = _validate.memory_limit(memory_limit)
+    act: Activation = activation(act)
+    if n_arrays > 2:
+        act.derivative(1)
+    need = 8.0 * X1.shape[0] * X2.shape[0] * n_arrays
+    if need > limit:
+        raise ValueError(
+            f"a {X1.shape[0]} x {X2.shape[0]} kernel needs {_validate.format_bytes(need)} of working memory, more "
+            f"than memory_limit = {_validate.format_bytes(limit)}: use fewer inputs (or compute blocks of rows), "
+            "or raise memory_limit"
+        )
+    if method == "exact" and not symbolic.has_closed_form(act):
+        raise ValueError(f"no closed form is known for {act.name!r}; use method='auto' or 'quadrature'")
+    return X1, X2, same, act, int(depth), sw, sb

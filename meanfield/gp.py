@@ -1,0 +1,276 @@
+"""Gaussian-process prediction with the NNGP and NTK kernels, scikit-learn style.
+
+:class:`NNGPRegressor` is the posterior of a Gaussian process whose prior covariance is the NNGP
+kernel of :func:`meanfield.kernels.nngp` (Lee et al. 2018, Sec. 2.2), or the mean predictor of an
+infinitely wide network trained by gradient flow with the NTK of :func:`meanfield.kernels.ntk`
+(Jacot et al. 2018; Lee et al. 2019).  :class:`NNGPClassifier` does classification as regression
+on one-hot targets (Lee et al. 2018, Sec. 2.4).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ._kernel_args import inputs, variance
+from .activations import Activation, activation
+from .expectations import expectation
+from .kernels import KernelWarning, nngp, ntk
+from .layers import Dense
+
+__all__ = ["NNGPRegressor", "NNGPClassifier"]
+
+_KERNELS = {"nngp": nngp, "ntk": ntk}
+
+
+def _cholesky(A, jitter):
+    """Cholesky of ``A + j I``; ``j`` grows from ``jitter`` (x10) while the factorisation fails or
+    is numerically singular (reciprocal condition estimate ``(min L_ii / max L_ii)^2 < n eps``).
+
+    Returns (L, j).
+    """
+    n = A.shape[0]
+    scale = float(np.mean(np.diag(A)))
+    if not np.isfinite(scale) or scale <= 0:
+        scale = 1.0
+    j = float(jitter)
+    eye = np.eye(n)
+    for _ in range(40):
+        try:
+            L = np.linalg.cholesky(A + j * eye)
+            d = np.diag(L)
+            if np.all(np.isfinite(L)) and (d.min() / d.max()) ** 2 >= n * np.finfo(float).eps:
+                return L, j
+        except np.linalg.LinAlgError:
+            pass
+        j = max(10.0 * j, 1e-12 * scale)
+    raise np.linalg.LinAlgError("kernel matrix is not positive definite even with a large diagonal regulariser")
+
+
+class NNGPRegressor:
+    """Gaussian-process regression with the NNGP (or NTK) kernel, scikit-learn style.
+
+    The posterior of a GP with prior covariance ``K`` and observation noise variance ``noise``
+    (Lee et al. 2018, eq. 2; Rasmussen & Williams 2006, eqs. 2.25-2.26):
+
+        mean(x*) = K(x*, X) (K(X, X) + noise I)^{-1} y
+        cov(x*)  = K(x*, x*) - K(x*, X) (K(X, X) + noise I)^{-1} K(X, x*)
+
+    With ``kernel="ntk"`` the mean is that of an infinitely wide network trained to convergence by
+    gradient flow on the squared loss (Jacot et al. 2018; Lee et al. 2019, eq. 16, initial output
+    averaged out); its variance is not the GP formula, so only the mean is offered.
+
+    Singular kernels: deep networks in the ordered phase map all inputs towards one point, so
+    ``K(X, X)`` approaches a constant matrix and becomes numerically singular.  Then the Cholesky
+    factorisation retries with a diagonal regulariser ``jitter`` multiplied by 10 until it
+    succeeds; the value used is ``jitter_`` and a :class:`~meanfield.kernels.KernelWarning` says
+    so.  The remedy is a positive ``noise`` (a ridge term, also the observation-noise variance),
+    fewer layers, or parameters nearer the critical line.
+
+    Parameters
+    ----------
+    act, depth, sigma_w2, sigma_b2
+        Network, as in :func:`meanfield.kernels.nngp`.
+    kernel : {"nngp", "ntk"}
+    noise : float
+        Observation-noise variance added to the diagonal of ``K(X, X)``.
+    jitter : float
+        First diagonal regulariser tried if the factorisation fails (default 0: try none).
+    method : {"auto", "exact", "quadrature"}
+        As in :func:`meanfield.kernels.nngp`.
+
+    Attributes
+    ----------
+    X_train_ : ndarray (n, d_in)
+    alpha_ : ndarray (n,) or (n, n_targets)
+        ``(K(X, X) + (noise + jitter_) I)^{-1} y``.
+    L_ : ndarray (n, n)
+        Its lower Cholesky factor.
+    jitter_ : float
+        The diagonal regulariser used.
+    n_features_in_ : int
+    """
+
+    _PARAMS = ("act", "depth", "sigma_w2", "sigma_b2", "kernel", "noise", "jitter", "method")
+
+    def __init__(self, act: str | Activation | Callable = "relu", depth: int = 1, sigma_w2: float = 2.0,
+                 sigma_b2: float = 0.0, *, kernel: str = "nngp", noise: float = 0.0, jitter: float = 0.0,
+                 method: str = "auto"):
+        self.act = act
+        self.depth = depth
+        self.sigma_w2 = sigma_w2
+        self.sigma_b2 = sigma_b2
+        self.kernel = kernel
+        self.noise = noise
+        self.jitter = jitter
+        self.method = method
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters, by name (scikit-learn's estimator interface)."""
+        return {k: getattr(self, k) for k in self._PARAMS}
+
+    def set_params(self, **params) -> NNGPRegressor:
+        """Set constructor parameters by name; ValueError for an unknown one."""
+        for k, v in params.items():
+            if k not in self.get_params():
+                raise ValueError(f"unknown parameter {k!r}")
+            setattr(self, k, v)
+        return self
+
+    def _k(self, A, B=None):
+        fn = _KERNELS.get(self.kernel)
+        if fn is None:
+            raise ValueError(f"kernel must be 'nngp' or 'ntk', got {self.kernel!r}")
+        return fn(A, B, self.act, depth=self.depth, sigma_w2=self.sigma_w2, sigma_b2=self.sigma_b2,
+                  method=self.method)
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> NNGPRegressor:
+        """Factorise ``K(X, X) + noise I`` and solve for the weights of the posterior mean.
+
+        Parameters
+        ----------
+        X : array (n, d_in)
+        y : array (n,) or (n, n_targets)
+
+        Returns
+        -------
+        self
+        """
+        X = inputs("X", X)
+        y = np.asarray(y, dtype=float)
+        if y.shape[0] != X.shape[0] or y.ndim not in (1, 2):
+            raise ValueError(f"y must have shape ({X.shape[0]},) or ({X.shape[0]}, n_targets), got {y.shape}")
+        if not np.all(np.isfinite(y)):
+            raise ValueError("y must be finite")
+        noise = variance("noise", self.noise)
+        jitter = variance("jitter", self.jitter)
+        K = self._k(X)
+        L, j = _cholesky(K + noise * np.eye(X.shape[0]), jitter)
+        if j > jitter:
+            warnings.warn(
+                f"K(X, X) + noise I is numerically singular (typical deep in the ordered phase, where all inputs "
+                f"become alike); added {j:.3g} to its diagonal (jitter_). Remedy: a positive noise, fewer layers, "
+                "or parameters nearer the critical line", KernelWarning, stacklevel=2)
+        self.X_train_ = X
+        self.n_features_in_ = X.shape[1]
+        self.jitter_ = j
+        self.L_ = L
+        from scipy.linalg import cho_solve
+
+        self.alpha_ = cho_solve((L, True), y)
+        return self
+
+    def predict(self, X: ArrayLike, return_std: bool = False,
+                return_cov: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Posterior mean, and optionally its standard deviation or covariance (NNGP kernel only).
+
+        ``mean = K(X, X_train) alpha_``; ``cov = K(X, X) - V^T V`` with ``V = L_^{-1} K(X_train, X)``
+        (Rasmussen & Williams 2006, Algorithm 2.1).  The standard deviation needs only the prior
+        variances ``K^L(x, x)``, from the one-dimensional variance map.
+
+        Parameters
+        ----------
+        X : array (m, d_in)
+        return_std, return_cov : bool
+            Also return the posterior standard deviation (m,) or covariance (m, m); not both.
+
+        Returns
+        -------
+        mean, or (mean, std), or (mean, cov)
+        """
+        if not hasattr(self, "alpha_"):
+            raise ValueError("call fit before predict")
+        X = inputs("X", X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, the training data had {self.n_features_in_}")
+        if (return_std or return_cov) and self.kernel != "nngp":
+            raise ValueError("predictive variances are the GP posterior of the NNGP kernel; use kernel='nngp'")
+        if return_std and return_cov:
+            raise ValueError("give return_std or return_cov, not both")
+        Ks = self._k(X, self.X_train_)
+        mean = Ks @ self.alpha_
+        if not (return_std or return_cov):
+            return mean
+        from scipy.linalg import solve_triangular
+
+        V = solve_triangular(self.L_, Ks.T, lower=True)
+        if return_cov:
+            cov = self._k(X) - V.T @ V
+            return mean, 0.5 * (cov + cov.T)
+        prior = self._prior_var(X)
+        var = np.maximum(prior - np.einsum("ij,ij->j", V, V), 0.0)
+        return mean, np.sqrt(var)
+
+    def _prior_var(self, X):
+        # K^L(x, x) by the one-dimensional variance map of the layer (Poole et al. 2016, eq. 3)
+        layer = Dense(activation(self.act), float(self.sigma_w2), float(self.sigma_b2))
+        d = layer.sigma_b2 + layer.sigma_w2 * np.einsum("ij,ij->i", X, X) / X.shape[1]
+        for _ in range(int(self.depth)):
+            d = layer.variance(expectation(layer.act, "phi2", d, method=self.method))
+        return d
+
+    def score(self, X: ArrayLike, y: ArrayLike) -> float:
+        """Coefficient of determination ``R^2 = 1 - sum (y - mean)^2 / sum (y - ybar)^2`` of the posterior mean."""
+        y = np.asarray(y, dtype=float)
+        pred = self.predict(X)
+        ss_res = np.sum((y - pred) ** 2)
+        ss_tot = np.sum((y - y.mean(axis=0)) ** 2)
+        return float(1.0 - ss_res / ss_tot) if ss_tot > 0 else 0.0
+
+
+class NNGPClassifier(NNGPRegressor):
+    """Classification as regression on one-hot targets (Lee et al. 2018, Sec. 2.4).
+
+    Each class ``k`` gets the target ``on`` (default 0.9) for its samples and ``off`` (default -0.1)
+    for the others; the prediction is the class of the largest posterior mean
+    ``K(x*, X) (K(X, X) + noise I)^{-1} Y``.
+
+    Parameters
+    ----------
+    act, depth, sigma_w2, sigma_b2, kernel, noise, jitter, method
+        As in :class:`NNGPRegressor`.
+    targets : (float, float)
+        ``(off, on)`` values of the one-hot targets.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        The class labels seen in ``fit``, sorted; column ``k`` of the targets is ``classes_[k]``.
+    X_train_, alpha_, L_, jitter_, n_features_in_
+        As in :class:`NNGPRegressor`.
+    """
+
+    _PARAMS = NNGPRegressor._PARAMS + ("targets",)
+
+    def __init__(self, act: str | Activation | Callable = "relu", depth: int = 1, sigma_w2: float = 2.0,
+                 sigma_b2: float = 0.0, *, kernel: str = "nngp", noise: float = 0.0, jitter: float = 0.0,
+                 method: str = "auto", targets: tuple[float, float] = (-0.1, 0.9)):
+        super().__init__(act, depth, sigma_w2, sigma_b2, kernel=kernel, noise=noise, jitter=jitter, method=method)
+        self.targets = targets
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> NNGPClassifier:
+        """Fit the one-hot targets of the labels ``y`` (a 1-D array of class labels)."""
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError("y must be a 1-D array of class labels")
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        off, on = (float(t) for t in self.targets)
+        Y = np.full((y.size, self.classes_.size), off)
+        Y[np.arange(y.size), codes] = on
+        return super().fit(X, Y)
+
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
+        """Posterior means of the one-hot targets, shape (n, n_classes)."""
+        return NNGPRegressor.predict(self, X)
+
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        """The class of the largest posterior mean, for every row of ``X``."""
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+    def score(self, X: ArrayLike, y: ArrayLike) -> float:
+        """Accuracy: the fraction of rows of ``X`` whose predicted class is ``y``."""
+        return float(np.mean(self.predict(X) == np.asarray(y)))
