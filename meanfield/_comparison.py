@@ -40,7 +40,7 @@ class Comparison:
     atol, rtol : float
         Allowed systematic deviation, absolute and relative to ``|theory|``.
     layers : ndarray (K,)
-        Layer labels.
+        Layer labels (layer numbers ``0..K-1`` unless given).
     label : str
         Name used in :meth:`summary`.
 
@@ -151,7 +151,8 @@ def compare(theory: ArrayLike, samples: ArrayLike | None = None, *, mean: ArrayL
     atol, rtol : float
         Allowed systematic deviation, absolute and relative to ``|theory|``.
     layers : array (K,), optional
-        Labels of the layers (default 1..K).
+        Labels of the layers (default ``0..K-1``: the layer numbers of a record that starts at
+        layer 0, as ``sim.q[:, :, a]`` and ``sim.gradient_ratio()`` do).
     label : str
         Name shown in the summary.
 
@@ -198,7 +199,7 @@ def compare(theory: ArrayLike, samples: ArrayLike | None = None, *, mean: ArrayL
         threshold = float(stats.t.ppf(1 - alpha / 2, df=n_samples - 1))
     else:
         threshold = float(stats.norm.ppf(1 - alpha / 2))
-    layers = np.arange(1, K + 1) if layers is None else np.asarray(layers)
+    layers = np.arange(K) if layers is None else np.asarray(layers)
     if layers.shape != (K,):
         raise ValueError(f"layers must have shape ({K},), got {layers.shape}")
     return Comparison(theory=theory, mean=mean, sem=sem, n_samples=n_samples or 0, confidence=float(confidence),

@@ -16,6 +16,7 @@ from ._validate import format_bytes
 
 __all__ = [
     "positive_int",
+    "layer_number",
     "variance",
     "check_inputs",
     "as_rng",
@@ -36,6 +37,19 @@ def positive_int(value, name):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def layer_number(value, depth):
+    """A layer number ``0..depth-1`` (layer l: the pre-activation after l nonlinear layers), or ValueError."""
+    last = depth - 1
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        value = int(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= value <= last:
+        raise ValueError(
+            f"layer must be an integer in 0..{last} (layer 0 is the input layer's pre-activation "
+            f"h^0 = W^0 x + b^0, layer {last} the output), got {value!r}"
+        )
     return int(value)
 
 
@@ -63,7 +77,7 @@ def check_inputs(spec, X) -> np.ndarray:
         raise ValueError(f"inputs must be finite: X[{bad[0]}, {bad[1]}] = {X[tuple(bad)]}")
     if spec.residual and X.shape[1] != spec.widths[0]:
         raise ValueError(
-            f"a residual network has x^0 = x, so the input dimension ({X.shape[1]}) must equal the width "
+            f"a residual network has x^{{-1}} = x, so the input dimension ({X.shape[1]}) must equal the width "
             f"({spec.widths[0]})"
         )
     return X.astype(spec.dtype, copy=False)
@@ -92,9 +106,11 @@ def options(spec, X, pairs, jacobian, gradients, keep_activations, grams=False) 
     if jacobian is True:
         jacobian = "pre"
     if jacobian not in (False, None, "pre", "post"):
-        raise ValueError(f"jacobian must be False, True/'pre' (dh^L/dx) or 'post' (d phi(h^L)/dx), got {jacobian!r}")
+        raise ValueError(
+            f"jacobian must be False, True/'pre' (dh^{{L-1}}/dx) or 'post' (d phi(h^{{L-1}})/dx), got {jacobian!r}"
+        )
     if jacobian == "post" and spec.residual:
-        raise ValueError("jacobian='post' is for plain networks; a residual network's output is x^L")
+        raise ValueError("jacobian='post' is for plain networks; a residual network's output is x^{L-1}")
     return Options(gradients=bool(gradients), pairs=pairs, jacobian=jacobian or False,
                    keep_activations=bool(keep_activations), grams=grams)
 
@@ -115,7 +131,7 @@ def tangents(jvp, rng, B, d_in, dtype):
 
 
 def output_gradient(given, gradients, rng, B, spec):
-    """The output gradient (B, N_L) to backpropagate: the one given, ``g ~ N(0, I)``, or None."""
+    """The output gradient (B, N_{L-1}) to backpropagate: the one given, ``g ~ N(0, I)``, or None."""
     n_out = spec.widths[-1]
     if given is None:
         return rng.standard_normal((B, n_out), dtype=spec.dtype) if gradients else None

@@ -2,7 +2,8 @@
 
 Private; the public names are :class:`meanfield.empirical.NetworkRun`,
 :class:`meanfield.empirical.Simulation` and :class:`meanfield.empirical.KernelEstimate`.
-Layers are numbered ``l = 1..L`` as in :mod:`meanfield.empirical`, stored at index ``l - 1``.
+Layer ``l`` (the pre-activation after ``l`` nonlinear layers, ``l = 0..L-1`` as in
+:mod:`meanfield.empirical`) is stored at index ``l``.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ __all__ = ["NetworkRun", "Simulation", "KernelEstimate"]
 class NetworkRun:
     """What one sampled network did to a batch of inputs (the result of :func:`meanfield.empirical.run`).
 
-    Layer ``l = 1..L`` is stored at index ``l - 1`` of the first axis (``layers`` holds l).
+    Layer ``l = 0..L-1`` is stored at index ``l`` of the first axis (``layers`` holds l): layer 0
+    is the input layer's pre-activation ``h^0 = W^0 x + b^0``.
 
     Attributes
     ----------
     q : ndarray (L, B)
-        ``q^l = (1/N_l) sum_i (h^l_i)^2`` for each input (Poole et al. 2016, eq. 3).
+        ``q^l = (1/N_l) sum_i (h^l_i)^2`` for each input (Poole et al. 2016, eq. 3); at large width
+        ``q^0 = sigma_w2 |x|^2 / d_in + sigma_b2``.
     q12 : ndarray (L, B, B) or (L, P) or None
         ``q12^l = (1/N_l) sum_i h^l_i(x_a) h^l_i(x_b)`` for all pairs or the requested ``pairs``.
     c : ndarray or None
@@ -39,20 +42,21 @@ class NetworkRun:
     p : ndarray (L, B) or None
         Residual networks: ``p^l = (1/N) sum_i (x^l_i)^2`` (Yang & Schoenholz 2017).
     grad_sq : ndarray (L, B) or None
-        ``||d(g . h^L)/d h^l||^2`` (residual: ``d/d x^l``) for a random output gradient
-        ``g ~ N(0, I)``, drawn independently for each input.  ``grad_sq[l-1] / grad_sq[l]``
-        estimates ``chi_1 / rho`` at layer l (Schoenholz et al. 2017, eq. 12).
+        ``||delta^l||^2 = ||d(g . h^{L-1})/d h^l||^2`` (residual: ``d/d x^l``) for a random output
+        gradient ``g ~ N(0, I)``, drawn independently for each input.  ``grad_sq[l] / grad_sq[l+1]``
+        estimates ``chi_1 / rho`` at ``q^l`` (Schoenholz et al. 2017, eq. 12).
     grad_input_sq : ndarray (B,) or None
-        ``||d(g . h^L)/dx||^2 = ||J^T g||^2``.
+        ``||d(g . h^{L-1})/dx||^2 = ||J^T g||^2``.
     grad_w_sq : ndarray (L, B) or None
-        ``||d(g . h^L)/d W^l||_F^2 = ||delta^l||^2 ||a^{l-1}||^2``, per input.
+        ``||d(g . h^{L-1})/d W^l||_F^2 = ||delta^l||^2 ||a^{l-1}||^2``, per input, ``a^{l-1}`` the input of
+        ``W^l``: ``a^{-1} = x``, ``a^{l-1} = m^l / rho * phi(h^{l-1})`` (residual: ``x^{l-1}``).
     jvp_sq : ndarray (L, B) or None
         ``||J^l u||^2`` with ``J^l = dh^l/dx`` (residual: ``dx^l/dx``) for the tangent ``u``
         of each input (forward mode; Hanin 2018).
-    jacobian_sv : ndarray (B, min(d_in, N_L)) or None
+    jacobian_sv : ndarray (B, min(d_in, N_{L-1})) or None
         Singular values of the input-output Jacobian of each input, descending.
-    output : ndarray (B, N_L)
-        ``h^L`` (residual: ``x^L``).
+    output : ndarray (B, N_{L-1})
+        ``h^{L-1}`` (residual: ``x^{L-1}``).
     activations : list of ndarray (B, N_l) or None
         ``h^l`` for every layer, only if ``keep_activations=True``.
     ntk : ndarray (B, B) or None
@@ -74,8 +78,8 @@ class NetworkRun:
 
     @property
     def layers(self) -> np.ndarray:
-        """Layer numbers 1..L matching the first axis of the per-layer arrays."""
-        return np.arange(1, self.q.shape[0] + 1)
+        """Layer numbers 0..L-1 matching the first axis of the per-layer arrays."""
+        return np.arange(self.q.shape[0])
 
     @property
     def c(self) -> np.ndarray | None:
@@ -97,7 +101,8 @@ class Simulation:
     """Records of many independently sampled networks, stacked along a first axis.
 
     Every record of :class:`NetworkRun` appears here with a leading axis of length
-    ``n_networks``, so ``sim.q[:, l-1, a]`` is ``q^l`` of input ``a`` in each network.  Networks
+    ``n_networks``, so ``sim.q[:, l, a]`` is ``q^l`` of input ``a`` in each network (layers
+    ``l = 0..L-1``: index ``l`` of :func:`meanfield.propagate` from ``q0 = q^0``).  Networks
     are independent, so standard errors across that axis are honest; inputs and layers of one
     network are not independent of each other.
 
@@ -107,7 +112,7 @@ class Simulation:
         The distribution the networks were drawn from.
     q, q12, pairs, p, grad_sq, grad_input_sq, grad_w_sq, jvp_sq, jacobian_sv
         As in :class:`NetworkRun`, with a leading network axis (``pairs`` is shared).
-    output : ndarray (n_networks, B, N_L) or None
+    output : ndarray (n_networks, B, N_{L-1}) or None
         Outputs, if ``simulate(..., outputs=True)``.
     c : ndarray or None
         Correlations ``c^l = q12^l / sqrt(q^l_a q^l_b)``, per network.
@@ -134,8 +139,8 @@ class Simulation:
 
     @property
     def layers(self) -> np.ndarray:
-        """Layer numbers 1..L matching axis 1 of the per-layer arrays."""
-        return np.arange(1, self.q.shape[1] + 1)
+        """Layer numbers 0..L-1 matching axis 1 of the per-layer arrays."""
+        return np.arange(self.q.shape[1])
 
     @property
     def c(self) -> np.ndarray | None:
@@ -145,14 +150,14 @@ class Simulation:
     def gradient_ratio(self, inputs: int | ArrayLike | None = None) -> np.ndarray:
         """Per-network, per-layer growth of the squared gradient, shape (n_networks, L-1).
 
-        ``ratio[:, k] = sum_a grad_sq[:, k, a] / sum_a grad_sq[:, k+1, a]``, the sum over the
-        given ``inputs`` (an index or a list; default all), estimates the
-        backward factor of layer ``l = k + 1``: ``sigma_w2 E[phi'(h^l)^2] / rho`` (``chi_1 / rho``
+        ``ratio[:, l] = sum_a grad_sq[:, l, a] / sum_a grad_sq[:, l+1, a]`` (``l = 0..L-2``), the
+        sum over the given ``inputs`` (an index or a list; default all), estimates the backward
+        factor from layer ``l + 1`` to layer ``l``: ``sigma_w2 E[phi'(h^l)^2] / rho`` (``chi_1 / rho``
         at ``q^l``; Schoenholz et al. 2017, eq. 12) for plain networks, and
-        ``1 + sigma_v2 sigma_w2 E[phi'(h^{l+1})^2] / rho`` for residual ones (Yang & Schoenholz
-        2017).  Pair ``ratio[:, k]`` with theory evaluated at ``q[k]`` (plain) or ``q[k+1]``
-        (residual).  Inputs with different ``q`` have different factors in early layers, so
-        compare one input at a time there.
+        ``1 + sigma_v2 sigma_w2 E[phi'(h^{l+1})^2] / rho`` (block ``l + 1``, at ``q^{l+1}``) for
+        residual ones (Yang & Schoenholz 2017).  Pair ``ratio[:, l]`` with theory evaluated at
+        ``q[l]`` (plain) or ``q[l+1]`` (residual).  Inputs with different ``q`` have different
+        factors in early layers, so compare one input at a time there.
 
         Parameters
         ----------

@@ -10,11 +10,12 @@ Private.  The public module states what is sampled and recorded; this one does t
   backward pass (gradient norms and the layer-wise NTK sum), layer by layer.
 
 It uses only :mod:`meanfield.activations` (phi and phi') and :mod:`meanfield._validate`, never
-the theory.  The conventions (``h^l = W^l a^{l-1} + b^l``, inverted dropout, residual blocks,
-scaled Haar weights) are those of :mod:`meanfield.empirical`.  Internally a layer's weights are
-stored as ``(Z, s, b)`` with ``W = (s Z)^T``: ``Z`` of shape ``(n_in, n_out)`` standard (Gaussian
-or a partial isometry), ``s`` the scale, so that a batch ``a`` of row vectors maps to
-``h = (a @ Z) * s + b``.
+the theory.  The conventions (layers ``l = 0..L-1``, ``h^l = W^l a^{l-1} + b^l`` with
+``a^{-1} = x``, inverted dropout, residual blocks, scaled Haar weights) are those of
+:mod:`meanfield.empirical`; layer ``l`` is index ``l`` of every list, stream and record here.
+Internally a layer's weights are stored as ``(Z, s, b)`` with ``W = (s Z)^T``: ``Z`` of shape
+``(n_in, n_out)`` standard (Gaussian or a partial isometry), ``s`` the scale, so that a batch ``a``
+of row vectors maps to ``h = (a @ Z) * s + b``.
 """
 
 from __future__ import annotations
@@ -122,7 +123,11 @@ def _scale(spec, n_in, n_out, var):
 
 
 def _stream(base: int, layer: int, kind: int) -> np.random.Generator:
-    """Independent random stream for (network, layer, kind); kind 0: W, b; 1: V, a; 2: masks."""
+    """Independent random stream for (network, layer, kind); kind 0: W, b; 1: V, a; 2: masks.
+
+    Kind 2 of layer ``l`` holds the masks on ``phi(h^l)``: ``m^{l+1}`` (before ``W^{l+1}``) in a
+    plain network, ``m^l`` (before ``V^l``) in a residual one.
+    """
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(base, spawn_key=(layer, kind))))
 
 
@@ -147,8 +152,8 @@ def _standard_matrix(gen, n_in, n_out, weights, dtype, out=None):
 class LayerParams:
     """Parameters of one network drawn from the streams of ``base``, layer by layer.
 
-    ``get(l, kind)`` is ``(Z, s, b)`` of layer ``l`` (0-based): kind 0 is ``W, b``, kind 1 the
-    residual branch ``V, a``.  With ``store`` they are kept after the first draw; otherwise they
+    ``get(l, kind)`` is ``(Z, s, b)`` of layer ``l``: kind 0 is ``W^l, b^l``, kind 1 the
+    residual branch ``V^l, a^l``.  With ``store`` they are kept after the first draw; otherwise they
     are regenerated, identically, whenever asked for.
     """
 
@@ -279,7 +284,7 @@ def ntk_coefficients(spec, parametrization):
 
 
 def _masks(spec, base, l, rows, n):
-    """Dropout factors m / rho for layer l (0-based, applied to phi(h^l)) and input rows."""
+    """Dropout factors m / rho applied to phi(h^l) (stream kind 2 of layer l), for the input rows."""
     gen = _stream(base, l, 2)
     gen.bit_generator.advance(rows.start * n)
     keep = gen.random((rows.stop - rows.start, n)) < spec.rho
@@ -297,9 +302,10 @@ def _gram(a):
 def _forward(spec, nl, params, X, rows, base, opt, *, records, tape, jac, tangents):
     """Forward pass over the inputs X[rows].
 
-    Fills the forward records (when ``records`` is given), appends phi'(h) * m / rho of every
-    hidden layer to ``tape`` (when given), and accumulates the transposed Jacobian when ``jac``.
-    Returns the output and the Jacobian stack (n_rows, d_in, N_L) or None.
+    Fills the forward records of layers ``l = 0..L-1`` at index ``l`` (when ``records`` is given),
+    appends phi'(h^l) * m / rho of every hidden layer to ``tape[l]`` (when given), and accumulates
+    the transposed Jacobian when ``jac``.  Returns the output ``h^{L-1}`` (residual ``x^{L-1}``)
+    and the Jacobian stack (n_rows, d_in, N_{L-1}) or None.
     """
     L = spec.depth
     x = X[rows]
@@ -384,7 +390,10 @@ def _forward(spec, nl, params, X, rows, base, opt, *, records, tape, jac, tangen
 
 
 def _backward(spec, params, rows, delta, tape, opt, records, ntk_coef):
-    """Backpropagate ``delta`` (n_rows, N_L) through the tape; fill gradient records and the NTK."""
+    """Backpropagate ``delta`` (n_rows, N_{L-1}) through the tape; fill gradient records and the NTK.
+
+    ``delta^l`` (residual: the gradient at ``x^l``) goes to ``grad_sq[l]``, layers ``L-1`` down to 0.
+    """
     L = spec.depth
     want = opt.gradients
     a_sq = records.get("a_sq")

@@ -6,22 +6,27 @@ calls the maps, fixed points or kernels that it is used to test.
 
 Conventions (Poole et al. 2016; Schoenholz et al. 2017; Lee et al. 2018)
 -------------------------------------------------------------------------
-A network of depth ``L`` with widths ``N_1, ..., N_L`` maps an input ``x`` in ``R^{d_in}`` to
+Layer ``l`` is the pre-activation after ``l`` nonlinear layers; layer 0 is the input layer's
+pre-activation.  A network of depth ``L`` (``L`` weight matrices, layers ``0..L-1``) with widths
+``N_0, ..., N_{L-1}`` maps an input ``x`` in ``R^{d_in}`` (``N_{-1} = d_in``) to
 
-    h^1 = W^1 x + b^1,                       W^1_ij ~ N(0, sigma_w2 / d_in)
-    h^l = W^l (m^l / rho * phi(h^{l-1})) + b^l,   W^l_ij ~ N(0, sigma_w2 / N_{l-1}),  l = 2..L
+    h^0 = W^0 x + b^0,                                W^0_ij ~ N(0, sigma_w2 / d_in)
+    h^l = W^l (m^l / rho * phi(h^{l-1})) + b^l,      W^l_ij ~ N(0, sigma_w2 / N_{l-1}),  l = 1..L-1
 
-with ``b^l_i ~ N(0, sigma_b2)`` and optional dropout masks ``m^l_i ~ Bernoulli(rho)`` drawn
-independently for every input (inverted dropout, keep probability ``rho``).  The output is
-``h^L`` (pre-activations; there is no final nonlinearity).  So
-``q^1 = sigma_w2 |x|^2 / d_in + sigma_b2`` and, at large width,
-``q^l = sigma_w2 / rho * E[phi(sqrt(q^{l-1}) z)^2] + sigma_b2``.
+with ``b^l_i ~ N(0, sigma_b2)`` and optional dropout masks ``m^l_i ~ Bernoulli(rho)`` on
+``phi(h^{l-1})`` before ``W^l``, drawn independently for every input (inverted dropout, keep
+probability ``rho``).  The output is ``h^{L-1}`` (pre-activations; there is no final
+nonlinearity).  So ``q^0 = sigma_w2 |x|^2 / d_in + sigma_b2`` (Lee et al. 2018, eq. 6) and, at
+large width, ``q^l = sigma_w2 / rho * E[phi(sqrt(q^{l-1}) z)^2] + sigma_b2``: layer ``l`` here is
+index ``l`` of :func:`meanfield.propagate` started from ``q0 = q^0`` and the kernel ``K^l`` of
+:func:`meanfield.nngp` with ``depth=l``.
 
-Residual networks (Yang & Schoenholz 2017) have constant width ``N = d_in`` and
+Residual networks (Yang & Schoenholz 2017) have constant width ``N = d_in`` and, for
+``l = 0..L-1``,
 
-    h^l = W^l x^{l-1} + b^l,   x^l = x^{l-1} + V^l (m^l / rho * phi(h^l)) + a^l,   x^0 = x
+    h^l = W^l x^{l-1} + b^l,   x^l = x^{l-1} + V^l (m^l / rho * phi(h^l)) + a^l,   x^{-1} = x
 
-with ``V^l_ij ~ N(0, sigma_v2 / N)`` and ``a^l_i ~ N(0, sigma_a2)``.
+with ``V^l_ij ~ N(0, sigma_v2 / N)`` and ``a^l_i ~ N(0, sigma_a2)``; the output is ``x^{L-1}``.
 
 Orthogonal weights are scaled Haar partial isometries (QR of a Gaussian matrix with the sign of
 the diagonal of R fixed, Mezzadri 2007), scaled so that every entry has variance
@@ -94,21 +99,22 @@ class NetworkSpec:
     act : str, Activation or callable
         Nonlinearity phi, anything :func:`meanfield.activations.activation` accepts.
     sigma_w2 : float
-        Weight variance: ``W^l_ij ~ N(0, sigma_w2 / N_{l-1})`` (``N_0 = d_in``).
+        Weight variance: ``W^l_ij ~ N(0, sigma_w2 / N_{l-1})`` (``N_{-1} = d_in``).
     sigma_b2 : float, default 0
         Bias variance: ``b^l_i ~ N(0, sigma_b2)``.
     widths : sequence of int, optional
-        Widths ``N_1, ..., N_L`` of the layers ``h^1 .. h^L``; the last is the output width.
+        Widths ``N_0, ..., N_{L-1}`` of the layers ``h^0 .. h^{L-1}``; the last is the output width.
     width, depth : int, optional
         Shorthand for ``widths = [width] * depth`` (give either ``widths`` or both of these).
+        ``depth = L`` is the number of weight matrices; the layers are numbered ``0..L-1``.
     weights : {"gaussian", "orthogonal"}
         Gaussian entries, or scaled Haar-orthogonal matrices (Pennington et al. 2017).
     rho : float in (0, 1], default 1
-        Dropout keep probability; masks are applied, divided by ``rho``, to ``phi(h^{l-1})``
-        before ``W^l`` (Schoenholz et al. 2017, sec. 5).
+        Dropout keep probability; masks ``m^l`` are applied, divided by ``rho``, to ``phi(h^{l-1})``
+        before ``W^l`` (residual: to ``phi(h^l)`` before ``V^l``; Schoenholz et al. 2017, sec. 5).
     residual : bool, default False
-        Residual blocks ``x^l = x^{l-1} + V^l phi(W^l x^{l-1} + b^l) + a^l`` (Yang & Schoenholz
-        2017); needs equal widths, equal to the input dimension.
+        Residual blocks ``x^l = x^{l-1} + V^l phi(W^l x^{l-1} + b^l) + a^l``, ``l = 0..L-1``, from
+        ``x^{-1} = x`` (Yang & Schoenholz 2017); needs equal widths, equal to the input dimension.
     sigma_v2, sigma_a2 : float
         Residual branch variances: ``V_ij ~ N(0, sigma_v2 / N)``, ``a_i ~ N(0, sigma_a2)``.
     dtype : {"float64", "float32"}
@@ -130,7 +136,7 @@ class NetworkSpec:
         self.sigma_b2 = checks.variance(sigma_b2, "sigma_b2", positive=False)
         if widths is not None:
             if width is not None or depth is not None:
-                raise ValueError("give either widths=[N_1, ..., N_L] or width= and depth=, not both")
+                raise ValueError("give either widths=[N_0, ..., N_{L-1}] or width= and depth=, not both")
             if isinstance(widths, (int, np.integer)):
                 raise ValueError("widths must be a sequence of layer widths; for equal widths use width= and depth=")
             widths = [checks.positive_int(n, "every width") for n in widths]
@@ -138,7 +144,7 @@ class NetworkSpec:
                 raise ValueError("depth must be at least 1: widths is empty")
         else:
             if width is None or depth is None:
-                raise ValueError("give widths=[N_1, ..., N_L], or both width= and depth=")
+                raise ValueError("give widths=[N_0, ..., N_{L-1}], or both width= and depth=")
             widths = [checks.positive_int(width, "width")] * checks.positive_int(depth, "depth")
         self.widths = tuple(widths)
         if weights not in ("gaussian", "orthogonal"):
@@ -163,7 +169,7 @@ class NetworkSpec:
 
     @property
     def depth(self) -> int:
-        """Number of layers L."""
+        """Number of layers L (weight matrices); the layers are numbered ``0..L-1``."""
         return len(self.widths)
 
     def __repr__(self):
@@ -199,12 +205,14 @@ class SampledNetwork:
     d_in : int
         Input dimension.
     layers, res_layers : list of (Z, s, b)
-        The layers as drawn: ``W^l = (s Z)^T``, ``b^l = b`` (and ``V^l``, ``a^l`` of residual networks).
+        The layers as drawn, at index ``l = 0..L-1``: ``W^l = (s Z)^T``, ``b^l = b`` (and ``V^l``,
+        ``a^l`` of residual networks).
 
     Attributes
     ----------
     weights : list of ndarray
-        ``W^l`` with shape ``(N_l, N_{l-1})``, including the scale (``Var W_ij = sigma_w2 / N_{l-1}``).
+        ``W^l`` at index ``l``, with shape ``(N_l, N_{l-1})`` (``N_{-1} = d_in``), including the
+        scale (``Var W_ij = sigma_w2 / N_{l-1}``).
     biases : list of ndarray
         ``b^l`` with shape ``(N_l,)``.
     res_weights, res_biases : list of ndarray or None
@@ -250,8 +258,8 @@ class SampledNetwork:
 
         Returns
         -------
-        ndarray (B, N_L)
-            ``h^L`` (residual: ``x^L``).
+        ndarray (B, N_{L-1})
+            ``h^{L-1}`` (residual: ``x^{L-1}``).
         """
         X = self._inputs(X)
         spec = self.spec
@@ -285,7 +293,7 @@ def sample_network(spec: NetworkSpec, d_in: int, rng: np.random.Generator | int 
     spec : NetworkSpec
         The distribution.
     d_in : int
-        Input dimension ``N_0``.
+        Input dimension ``N_{-1}``.
     rng : numpy.random.Generator or int
         Source of the parameters (one draw: the seed of the per-layer streams).
     memory_limit : float, optional
@@ -319,12 +327,13 @@ def run(network: NetworkSpec | SampledNetwork, X: ArrayLike, rng: np.random.Gene
         memory_limit: float | None = None) -> NetworkRun:
     """Pass a batch of inputs through one sampled network and record the observables.
 
-    Records, for every layer ``l = 1..L`` (Poole et al. 2016; Schoenholz et al. 2017):
-    ``q^l = (1/N_l) sum_i (h^l_i)^2`` per input; ``q12^l = (1/N_l) sum_i h^l_i(x_a) h^l_i(x_b)``
-    (and ``c^l``) per pair; the squared norms ``||delta^l||^2`` of a random output gradient
-    ``g ~ N(0, I_{N_L})`` backpropagated to ``h^l``, whose layer-to-layer ratio estimates
-    ``chi_1 / rho = sigma_w2 E[phi'(h)^2] / rho``; optionally ``||J^l u||^2`` (forward mode) and the
-    singular values of the input-output Jacobian ``J = dh^L/dx`` (Pennington et al. 2017).
+    Records, for every layer ``l = 0..L-1`` at index ``l`` (Poole et al. 2016; Schoenholz et al.
+    2017): ``q^l = (1/N_l) sum_i (h^l_i)^2`` per input (``q^0 = sigma_w2 |x|^2 / d_in + sigma_b2``
+    at large width); ``q12^l = (1/N_l) sum_i h^l_i(x_a) h^l_i(x_b)`` (and ``c^l``) per pair; the
+    squared norms ``||delta^l||^2`` of a random output gradient ``g ~ N(0, I_{N_{L-1}})``
+    backpropagated to ``h^l``, whose ratio ``||delta^l||^2 / ||delta^{l+1}||^2`` estimates
+    ``chi_1 / rho = sigma_w2 E[phi'(h^l)^2] / rho``; optionally ``||J^l u||^2`` (forward mode) and
+    the singular values of the input-output Jacobian ``J = dh^{L-1}/dx`` (Pennington et al. 2017).
 
     Parameters
     ----------
@@ -339,15 +348,15 @@ def run(network: NetworkSpec | SampledNetwork, X: ArrayLike, rng: np.random.Gene
     pairs : "all", None or int array (P, 2)
         Which input pairs to record ``q12`` for: all (a (B, B) matrix per layer), none, or a list.
     jacobian : False, True/"pre" or "post"
-        Singular values of ``dh^L/dx`` ("pre"), or of ``d phi(h^L)/dx`` ("post", the convention of
+        Singular values of ``dh^{L-1}/dx`` ("pre"), or of ``d phi(h^{L-1})/dx`` ("post", the convention of
         Pennington et al. 2017).  Needs ``3 d_in max(N)`` numbers per input: too large a request is
         refused (ValueError stating the memory) before any work.
     jvp : bool or array
         Forward-mode tangents: True draws a uniform unit vector per input; or give them, shape
-        (d_in,) or (B, d_in).  Records ``jvp_sq[l-1] = ||J^l u||^2`` (Hanin 2018).
+        (d_in,) or (B, d_in).  Records ``jvp_sq[l] = ||J^l u||^2``, ``J^l = dh^l/dx`` (Hanin 2018).
     keep_activations : bool
         Also return every layer's ``h^l`` (memory ``B sum N_l``).
-    output_gradient : array (B, N_L) or (N_L,), optional
+    output_gradient : array (B, N_{L-1}) or (N_{L-1},), optional
         The gradient ``g`` to backpropagate instead of a random one (e.g. of a loss).
     memory_limit : float, optional
         Bytes of working memory allowed (``None``: the package default, 4 GiB); the weights are
@@ -398,14 +407,15 @@ def simulate(spec: NetworkSpec, X: ArrayLike, n_networks: int, rng: np.random.Ge
     gradients, pairs, jacobian, jvp, memory_limit
         As in :func:`run` (``memory_limit`` also bounds the stacked records).
     outputs : bool
-        Keep every network's output ``h^L`` (``n_networks * B * N_L`` numbers).
+        Keep every network's output ``h^{L-1}`` (``n_networks * B * N_{L-1}`` numbers).
 
     Returns
     -------
     Simulation
-        Records stacked along a first axis of length ``n_networks``.  Feed per-network values to
-        :func:`compare`, e.g. ``compare(theory_q, sim.q[:, :, 0])`` or
-        ``compare(theory_chi, sim.gradient_ratio())``.
+        Records stacked along a first axis of length ``n_networks``; ``sim.q[:, l, a]`` is ``q^l``
+        of input ``a``.  Feed per-network values to :func:`compare`, e.g.
+        ``compare(propagate(act, q0=q^0, ...).q, sim.q[:, :, 0])`` (index ``l`` of both is layer
+        ``l``) or ``compare(theory_chi, sim.gradient_ratio())``.
     """
     if not isinstance(spec, NetworkSpec):
         raise TypeError("simulate takes a NetworkSpec (it samples the networks)")
@@ -443,7 +453,8 @@ def empirical_nngp(spec: NetworkSpec, X: ArrayLike, n_networks: int, rng: np.ran
     ``K_hat(x_a, x_b) = mean over networks of (1/N_l) sum_i h^l_i(x_a) h^l_i(x_b)``: the units of a
     layer are exchangeable, so each network contributes the average over its units.  The mean of
     ``h`` is zero, so this second moment is the covariance.  As ``N -> inf`` it tends to the NNGP
-    kernel ``K^l`` of Lee et al. 2018, eq. 4 (with ``K^1 = sigma_w2 x.x'/d_in + sigma_b2``).
+    kernel ``K^l`` of Lee et al. 2018, eqs. 5-6 (``K^0 = sigma_w2 x.x'/d_in + sigma_b2``), i.e.
+    :func:`meanfield.nngp` with ``depth=l``.
 
     Parameters
     ----------
@@ -456,7 +467,7 @@ def empirical_nngp(spec: NetworkSpec, X: ArrayLike, n_networks: int, rng: np.ran
     rng : numpy.random.Generator or int
         Source of the networks.
     layer : int, optional
-        Layer ``1..L`` whose kernel to estimate (default: the output layer L).
+        Layer ``0..L-1`` whose kernel to estimate (default: the output layer ``L-1``).
     return_samples : bool
         Keep the per-network kernels.
     memory_limit : float, optional
@@ -470,33 +481,33 @@ def empirical_nngp(spec: NetworkSpec, X: ArrayLike, n_networks: int, rng: np.ran
     if not isinstance(spec, NetworkSpec):
         raise TypeError("spec must be a NetworkSpec")
     n_networks = checks.positive_int(n_networks, "n_networks")
-    layer = spec.depth if layer is None else checks.positive_int(layer, "layer")
-    if layer > spec.depth:
-        raise ValueError(f"layer must be in 1..{spec.depth}, got {layer}")
+    layer = spec.depth - 1 if layer is None else checks.layer_number(layer, spec.depth)
     X = checks.check_inputs(spec, X)
     memory_limit = _validate.memory_limit(memory_limit)
     rng = checks.as_rng(rng)
     acc = engine.RunningMean(return_samples)
     for _ in range(n_networks):
         r = run(spec, X, rng, gradients=False, pairs="all", memory_limit=memory_limit)
-        acc.add(r.q12[layer - 1])
+        acc.add(r.q12[layer])
     return acc.result()
 
 
 def empirical_ntk(spec: NetworkSpec | SampledNetwork, X: ArrayLike, n_networks: int,
                   rng: np.random.Generator | int | None, *, parametrization: str = "ntk",
                   return_samples: bool = False, memory_limit: float | None = None) -> KernelEstimate:
-    """Empirical neural tangent kernel of the scalar output ``f(x) = h^L_1(x)`` (Jacot et al. 2018).
+    """Empirical neural tangent kernel of the scalar output ``f(x) = h^{L-1}_1(x)`` (Jacot et al. 2018).
 
     ``Theta(x, x') = sum_theta df(x)/dtheta df(x')/dtheta``, computed exactly and without autodiff
-    from the layer-wise form (``delta^l = df/dh^l``, ``a^{l-1}`` the input of layer l):
+    from the layer-wise form (``delta^l = df/dh^l``, ``a^{l-1}`` the input of layer l:
+    ``a^{-1} = x``, ``a^{l-1} = phi(h^{l-1})``), summed over the layers ``l = 0..L-1``:
 
         Theta = sum_l [ c_w^l (delta^l(x) . delta^l(x')) (a^{l-1}(x) . a^{l-1}(x')) + c_b (delta^l(x) . delta^l(x')) ]
 
     In the NTK parametrisation (``W = sqrt(sigma_w2 / N_{l-1}) Z``, ``b = sqrt(sigma_b2) beta``,
     derivatives in ``Z`` and ``beta``) ``c_w^l = sigma_w2 / N_{l-1}`` and ``c_b = sigma_b2``, and
     ``Theta`` tends to the infinite-width NTK ``Theta^l = K^l + sigma_w2 E[phi'(u) phi'(u')] Theta^{l-1}``,
-    ``Theta^1 = K^1`` (Jacot et al. 2018; Lee et al. 2019).  In the standard parametrisation
+    ``Theta^0 = K^0``, at ``l = L-1`` (:func:`meanfield.ntk` with ``depth=L-1``; Jacot et al. 2018;
+    Lee et al. 2019).  In the standard parametrisation
     (derivatives in ``W`` and ``b``) ``c_w = c_b = 1``; it grows with the width.  Residual blocks add
     the analogous ``V``, ``a`` terms.  The output unit is the first of the last layer (all are
     exchangeable; use a last width of 1 to skip computing the others).

@@ -87,7 +87,7 @@ def dphi_cross(kind, q1, q2, q12):
 
 
 def theory_plain(kind, w2, b2, X, L, pair=(0, 1), rho=1.0):
-    """Mean-field q^l (L, B), q12^l for one pair (L,), and backward factors chi/rho at q^l (L, B)."""
+    """Mean-field q^l (L, B), q12^l for one pair (L,), and backward factors chi/rho at q^l (L, B), l = 0..L-1."""
     d = X.shape[1]
     q = np.empty((L, X.shape[0]))
     q12 = np.empty(L)
@@ -113,24 +113,17 @@ def params_of(net):
     return P
 
 
-def forward_from(P, phi, z, start):
-    """Output of a network from layer ``start`` (0 = input x; l = h^l, or x^l if residual)."""
-    if not isinstance(P, dict):
-        P = params_of(P)
-    spec = P["spec"]
-    W, b = P["W"], P["b"]
+def forward_from(P, phi, z, layer=None):
+    """Output of a network from its input ``z = x`` (``layer`` None) or from ``z`` = layer ``layer``
+    (``h^l``, or ``x^l`` if residual; layers l = 0..L-1, ``h^0 = W^0 x + b^0``)."""
+    P = P if isinstance(P, dict) else params_of(P)
+    spec, W, b = P["spec"], P["W"], P["b"]
     if spec.residual:
-        V, av = P["V"], P["a"]
-        x = z
-        for l in range(start, spec.depth):
-            x = x + phi(x @ W[l].T + b[l]) @ V[l].T + av[l]
-        return x
-    if start == 0:
-        h = z @ W[0].T + b[0]
-        start = 1
-    else:
-        h = z
-    for l in range(start, spec.depth):
+        for l in range(0 if layer is None else layer + 1, spec.depth):
+            z = z + phi(z @ W[l].T + b[l]) @ P["V"][l].T + P["a"][l]
+        return z
+    h = z @ W[0].T + b[0] if layer is None else z
+    for l in range(1 if layer is None else layer + 1, spec.depth):
         h = phi(h) @ W[l].T + b[l]
     return h
 
@@ -272,11 +265,13 @@ def test_sampled_network_matches_run_and_handwritten_forward():
     net = emp.sample_network(spec, 3, np.random.default_rng(9))
     r = emp.run(spec, X, np.random.default_rng(9), gradients=False)
     np.testing.assert_allclose(net(X), r.output, rtol=1e-13)
-    np.testing.assert_allclose(forward_from(net, np.tanh, X, 0), r.output, rtol=1e-13)
-    assert [w.shape for w in net.weights] == [(7, 3), (6, 7), (5, 6)]
+    np.testing.assert_allclose(forward_from(net, np.tanh, X), r.output, rtol=1e-13)
+    assert [w.shape for w in net.weights] == [(7, 3), (6, 7), (5, 6)]  # W^0, W^1, W^2: (N_l, N_{l-1})
     equal = emp.sample_network(emp.NetworkSpec("tanh", sigma_w2=1.0, width=5, depth=3), 5, 0).weights
     assert not np.allclose(equal[1], equal[2])  # independent layers, no shared memory
+    # layer 0 is h^0 = W^0 x + b^0, recorded at index 0
     np.testing.assert_allclose(r.q[0], np.mean((X @ net.weights[0].T + net.biases[0]) ** 2, axis=1), rtol=1e-13)
+    np.testing.assert_array_equal(r.layers, [0, 1, 2])
 
 
 @pytest.mark.parametrize("case", ["plain", "residual"])
@@ -296,30 +291,28 @@ def test_gradients_jvp_jacobian_against_finite_differences(case):
     phi = activation(spec.act).phi
     r = emp.run(net, X, 0, output_gradient=g, jvp=u, jacobian=True, keep_activations=True)
     for a in range(3):
-        J = fd_jacobian(lambda x: forward_from(net, phi, x, 0), X[a])
+        J = fd_jacobian(lambda x: forward_from(net, phi, x), X[a])
         np.testing.assert_allclose(r.grad_input_sq[a], np.sum((g[a] @ J) ** 2), rtol=1e-7)
         np.testing.assert_allclose(r.jvp_sq[-1, a], np.sum((J @ u[a]) ** 2), rtol=1e-7)
         np.testing.assert_allclose(r.jacobian_sv[a], np.linalg.svd(J, compute_uv=False), rtol=1e-7, atol=1e-10)
-        # per-layer gradient: d(g . out)/d(state of layer l)
-        state = X[a]
-        for l in range(1, spec.depth + 1):
-            if spec.residual:
-                state = forward_from(_truncate(net, l), phi, X[a], 0)
-            else:
-                state = r.activations[l - 1][a]
-            Jl = fd_jacobian(lambda z, l=l: forward_from(net, phi, z, l), state)
-            np.testing.assert_allclose(r.grad_sq[l - 1, a], np.sum((g[a] @ Jl) ** 2), rtol=1e-6, err_msg=f"l={l}")
-    # grad_w_sq of layer 1 is ||delta^1||^2 ||x||^2 (plain) by the chain rule
+        # per-layer gradient: d(g . out)/d(state of layer l), l = 0..L-1, at index l
+        for l in range(spec.depth):
+            Jl = fd_jacobian(lambda z, l=l: forward_from(net, phi, z, l), _state(net, phi, X[a], l))
+            np.testing.assert_allclose(r.grad_sq[l, a], np.sum((g[a] @ Jl) ** 2), rtol=1e-6, err_msg=f"l={l}")
+            # J^l = dh^l/dx (residual dx^l/dx) of the tangent, forward mode
+            Jx = fd_jacobian(lambda x, l=l: _state(net, phi, x, l), X[a])
+            np.testing.assert_allclose(r.jvp_sq[l, a], np.sum((Jx @ u[a]) ** 2), rtol=1e-6, err_msg=f"l={l}")
+    # grad_w_sq of layer 0 is ||delta^0||^2 ||x||^2 (plain) by the chain rule
     if not spec.residual:
         np.testing.assert_allclose(r.grad_w_sq[0], r.grad_sq[0] * np.sum(X * X, axis=1), rtol=1e-12)
 
 
-def _truncate(net, l):
-    """The parameters of the first l blocks of a residual network (for its state x^l)."""
-    spec = emp.NetworkSpec(net.spec.act, sigma_w2=net.spec.sigma_w2, sigma_b2=net.spec.sigma_b2,
-                           width=net.spec.widths[0], depth=l, residual=True, sigma_v2=net.spec.sigma_v2,
-                           sigma_a2=net.spec.sigma_a2)
-    return {"spec": spec, **{k: v[:l] for k, v in params_of(net).items() if k != "spec"}}
+def _state(net, phi, x, l):
+    """Layer l of the network for input x: h^l, or x^l if residual (the output of layers 0..l)."""
+    s = net.spec
+    spec = emp.NetworkSpec(s.act, sigma_w2=s.sigma_w2, sigma_b2=s.sigma_b2, widths=s.widths[:l + 1],
+                           residual=s.residual, sigma_v2=s.sigma_v2, sigma_a2=s.sigma_a2)
+    return forward_from({"spec": spec, **{k: v[:l + 1] for k, v in params_of(net).items() if k != "spec"}}, phi, x)
 
 
 def test_post_activation_jacobian_against_finite_differences():
@@ -328,7 +321,7 @@ def test_post_activation_jacobian_against_finite_differences():
     net = emp.sample_network(spec, 3, 1)
     r = emp.run(net, X, 0, jacobian="post", gradients=False)
     for a in range(2):
-        J = fd_jacobian(lambda x: np.tanh(forward_from(net, np.tanh, x, 0)), X[a])
+        J = fd_jacobian(lambda x: np.tanh(forward_from(net, np.tanh, x)), X[a])
         np.testing.assert_allclose(r.jacobian_sv[a], np.linalg.svd(J, compute_uv=False), rtol=1e-7)
 
 
@@ -357,15 +350,43 @@ def test_ntk_against_finite_difference_parameter_gradients(case, parametrization
             for idx in np.ndindex(arr.shape):
                 old = arr[idx]
                 arr[idx] = old + eps
-                fp = forward_from(P, np.tanh, X, 0)[:, 0]
+                fp = forward_from(P, np.tanh, X)[:, 0]
                 arr[idx] = old - eps
-                fm = forward_from(P, np.tanh, X, 0)[:, 0]
+                fm = forward_from(P, np.tanh, X)[:, 0]
                 arr[idx] = old
                 grads.append(math.sqrt(coef) * (fp - fm) / (2 * eps))
     G = np.array(grads)
     theta_fd = G.T @ G
     theta = emp.empirical_ntk(net, X, 1, 0, parametrization=parametrization).mean
     np.testing.assert_allclose(theta, theta_fd, rtol=1e-7, atol=1e-9)
+
+
+def test_layers_are_numbered_from_zero():
+    """Layer l is the pre-activation after l nonlinear layers: index l of every record, layers 0..L-1."""
+    spec = emp.NetworkSpec("tanh", sigma_w2=1.4, sigma_b2=0.1, widths=[8, 7, 6, 5])
+    X = np.random.default_rng(3).standard_normal((3, 4))
+    net = emp.sample_network(spec, 4, 2)
+    r = emp.run(net, X, 0, keep_activations=True)
+    np.testing.assert_array_equal(r.layers, np.arange(4))
+    for l in range(4):
+        h = r.activations[l]
+        np.testing.assert_allclose(h, _state(net, np.tanh, X, l), rtol=1e-12)  # shape (B, N_l)
+        np.testing.assert_allclose(r.q[l], np.mean(h * h, axis=1), rtol=1e-12)
+        np.testing.assert_allclose(r.q12[l], h @ h.T / spec.widths[l], rtol=1e-12)
+        # the input of W^l is x (l = 0) or phi(h^{l-1})
+        a = X if l == 0 else np.tanh(r.activations[l - 1])
+        np.testing.assert_allclose(r.grad_w_sq[l], r.grad_sq[l] * np.sum(a * a, axis=1), rtol=1e-12)
+    np.testing.assert_array_equal(r.output, r.activations[-1])
+    # empirical_nngp(layer=l) is layer l of the same networks' records (the same rng, no gradients)
+    sim = emp.simulate(spec, X, 3, 5, gradients=False)
+    np.testing.assert_array_equal(sim.layers, np.arange(4))
+    np.testing.assert_array_equal(emp.compare(np.ones(4), sim.q[:, :, 0]).layers, np.arange(4))
+    for l in range(4):
+        est = emp.empirical_nngp(spec, X, 3, 5, layer=l, return_samples=True)
+        np.testing.assert_array_equal(est.samples, sim.q12[:, l])
+    for bad in (-1, 4, 1.5, True, "0"):
+        with pytest.raises(ValueError, match=r"layer must be an integer in 0\.\.3"):
+            emp.empirical_nngp(spec, X, 2, 0, layer=bad)
 
 
 # ----------------------------------------------------------------------------------------
@@ -375,9 +396,9 @@ def test_ntk_against_finite_difference_parameter_gradients(case, parametrization
 
 def test_orthogonal_weights_are_scaled_haar():
     spec = emp.NetworkSpec("linear", sigma_w2=1.7, widths=[40, 40, 25], weights="orthogonal")
-    W1, W2, W3 = emp.sample_network(spec, 40, 0).weights
-    np.testing.assert_allclose(W2 @ W2.T, 1.7 * np.eye(40), atol=1e-12)  # sqrt(sigma_w2) O
-    np.testing.assert_allclose(W3 @ W3.T, 1.7 * np.eye(25), atol=1e-12)  # rows orthonormal, entries var 1.7/40
+    W0, W1, W2 = emp.sample_network(spec, 40, 0).weights
+    np.testing.assert_allclose(W1 @ W1.T, 1.7 * np.eye(40), atol=1e-12)  # sqrt(sigma_w2) O
+    np.testing.assert_allclose(W2 @ W2.T, 1.7 * np.eye(25), atol=1e-12)  # rows orthonormal, entries var 1.7/40
     spec = emp.NetworkSpec("linear", sigma_w2=1.0, widths=[60], weights="orthogonal")
     W = emp.sample_network(spec, 30, 0).weights[0]  # tall: columns orthogonal, entries var 1/30
     np.testing.assert_allclose(W.T @ W, 2.0 * np.eye(30), atol=1e-12)
@@ -505,8 +526,9 @@ def test_dropout_mean_field():
 
 @pytest.mark.slow
 def test_residual_mean_field():
-    """Yang & Schoenholz 2017: q^l = sigma_w2 p^{l-1} + sigma_b2, p^l = p^{l-1} + sigma_v2 E phi^2 + sigma_a2,
-    gradient factor 1 + sigma_v2 sigma_w2 E phi'^2."""
+    """Yang & Schoenholz 2017, layers l = 0..L-1 from x^{-1} = x: q^l = sigma_w2 p^{l-1} + sigma_b2,
+    p^l = p^{l-1} + sigma_v2 E phi(h^l)^2 + sigma_a2, p^{-1} = |x|^2 / N; the gradient from x^{l+1} back to
+    x^l grows by 1 + sigma_v2 sigma_w2 E phi'(h^{l+1})^2 (gradient_ratio()[:, l] against factor[l + 1])."""
     w2, b2, v2, a2, L, N = 1.0, 0.1, 0.5, 0.05, 8, 1000
     x = inputs(N, [1.0])
     spec = emp.NetworkSpec("tanh", sigma_w2=w2, sigma_b2=b2, width=N, depth=L, residual=True, sigma_v2=v2, sigma_a2=a2)
@@ -531,7 +553,7 @@ def test_empirical_nngp_and_ntk_against_closed_forms(kind):
     w2, b2, L, N = (1.6, 0.1, 3, 1000) if kind == "erf" else (1.8, 0.2, 3, 1000)
     X = inputs(20, [0.5, 1.5, 1.0, 0.8], cos01=0.3, seed=3)
     B = X.shape[0]
-    K = w2 * X @ X.T / X.shape[1] + b2
+    K = w2 * X @ X.T / X.shape[1] + b2  # K^0 = Theta^0, layer 0: h^0 = W^0 x + b^0
     T = K.copy()
     for _ in range(1, L):
         d = np.sqrt(np.diag(K))
@@ -541,8 +563,8 @@ def test_empirical_nngp_and_ntk_against_closed_forms(kind):
         T = Kn + Kd * T
         K = Kn
     iu = np.triu_indices(B)
-    spec = emp.NetworkSpec(kind, sigma_w2=w2, sigma_b2=b2, widths=[N] * (L - 1) + [N])
-    nngp = emp.empirical_nngp(spec, X, 30, 7, return_samples=True)
+    spec = emp.NetworkSpec(kind, sigma_w2=w2, sigma_b2=b2, widths=[N] * (L - 1) + [N])  # layers 0..L-1
+    nngp = emp.empirical_nngp(spec, X, 30, 7, return_samples=True)  # default: the output layer L-1
     cmp = emp.compare(K[iu], nngp.samples[:, iu[0], iu[1]], confidence=0.999, label="NNGP")
     assert cmp.passed, cmp.summary()
     np.testing.assert_allclose(nngp.mean, nngp.samples.mean(0))
@@ -561,9 +583,10 @@ def test_empirical_nngp_and_ntk_against_closed_forms(kind):
 
 @pytest.mark.slow
 def test_hanin_fourth_moment_of_jacobian_vector_norm():
-    """Bias-free ReLU, sigma_w2 = 2, Gaussian weights, unit u: ||J u||^2 (J = dh^L/dx) is a product of
-    independent factors, so E||Ju||^4 / (E||Ju||^2)^2 = prod_{j<L} (1 + 5/n_j) * (1 + 2/n_L) exactly:
-    a gated layer contributes 1 + 5/n (Hanin 2018), the ungated output layer a chi^2 factor 1 + 2/n."""
+    """Bias-free ReLU, sigma_w2 = 2, Gaussian weights, unit u: ||J u||^2 (J = dh^{L-1}/dx, layers 0..L-1)
+    is a product of independent factors, so E||Ju||^4 / (E||Ju||^2)^2 = prod_{j=0}^{L-2} (1 + 5/N_j) *
+    (1 + 2/N_{L-1}) exactly: a gated layer j (phi'(h^j) before W^{j+1}) contributes 1 + 5/N_j (Hanin
+    2018), the ungated output layer a chi^2 factor 1 + 2/N_{L-1}."""
     widths = [48, 64, 40, 56]
     spec = emp.NetworkSpec("relu", sigma_w2=2.0, sigma_b2=0.0, widths=widths)
     rng = np.random.default_rng(2018)
@@ -587,7 +610,7 @@ def test_hanin_fourth_moment_of_jacobian_vector_norm():
     assert ratio - 1 > 10 * se
     naive = np.prod([1 + 2 / n for n in widths])
     assert abs(ratio - naive) > 4 * se
-    # and E||Ju||^2 = sigma_w2 n_L / d_in (gated layers preserve it on average)
+    # and E||Ju||^2 = sigma_w2 N_{L-1} / d_in (gated layers preserve it on average)
     assert abs(m1.mean() - 2 * widths[-1] / X.shape[1]) < 4 * m1.std() / math.sqrt(m1.size)
 
 
@@ -604,9 +627,10 @@ def _spectral_variance(sv):
     ("relu", 2.0, "orthogonal", "post", lambda L: L * 0.5 / 0.5),   # L (1 - p) / p
 ])
 def test_jacobian_spectrum_variance_at_criticality(act, w2, weights, jac, expected):
-    """Variance of the spectrum of J J^T (normalised by its mean) over L layers (Pennington et al. 2017):
-    free multiplicative convolution adds the variances of the factors: W W^T Gaussian 1 (orthogonal 0),
-    each ReLU gate D^2 (values 0 and 2) 1/p - 1 = 1."""
+    """Variance of the spectrum of J J^T (normalised by its mean) for depth L, layers 0..L-1 (Pennington
+    et al. 2017): J = d phi(h^{L-1})/dx ("post": L weight matrices W^0..W^{L-1}, L gates phi'(h^l)) or
+    dh^{L-1}/dx ("pre": L - 1 gates).  Free multiplicative convolution adds the variances of the factors:
+    W W^T Gaussian 1 (orthogonal 0), each ReLU gate D^2 (values 0 and 2) 1/p - 1 = 1."""
     L, N = 4, 300
     spec = emp.NetworkSpec(act, sigma_w2=w2, sigma_b2=0.0, width=N, depth=L, weights=weights)
     X = np.random.default_rng(0).standard_normal((2, N))
