@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["nonnegative", "scalar", "correlation", "keep_probability", "broadcast", "finish", "memory_limit",
-           "format_bytes", "DEFAULT_MEMORY_LIMIT"]
+           "format_bytes", "positive_int", "DEFAULT_MEMORY_LIMIT"]
 
 #: Bytes of working memory a call may use unless given ``memory_limit`` (the one policy of the package:
 #: kernels, phase diagrams and sampled networks refuse, before any work, what would need more).
@@ -103,3 +103,15 @@ def format_bytes(n: float) -> str:
             return f"{n:.3g} {unit}"
         n /= 1000.0
     return f"{n:.3g} TB"  # pragma: no cover
+
+
+def positive_int(name, value):
+    """A positive int (integral floats such as ``10.0`` accepted), or ValueError naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            value = int(value)
+        else:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)

@@ -27,15 +27,9 @@ from . import _validate
 from .activations import activation
 from .expectations import expectation
 from .fixed_points import solve_q_star
-from .layers import Dense, core_expectations
+from .layers import Q_TINY, Dense, core_expectations
 
 __all__ = ["propagate", "Propagation", "gradient_growth", "GradientGrowth", "describe_factor"]
-
-
-def _depth(depth):
-    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
-        raise ValueError(f"depth must be a positive integer number of layers, got {depth!r}")
-    return int(depth)
 
 
 @dataclass(frozen=True)
@@ -92,7 +86,7 @@ def propagate(act, q0=1.0, c0=0.5, depth=50, sigma_w2=1.76, sigma_b2=0.05, rho=1
         Arrays of shape ``(depth + 1, *broadcast shape)``.
     """
     act = activation(act)
-    depth = _depth(depth)
+    depth = _validate.positive_int("depth", depth)
     rho = _validate.keep_probability(rho)
     if isinstance(q0, tuple):
         if len(q0) != 2:
@@ -117,12 +111,14 @@ def propagate(act, q0=1.0, c0=0.5, depth=50, sigma_w2=1.76, sigma_b2=0.05, rho=1
         q1[layer] = rule.q_map(a, E)
         q2[layer] = rule.q_map(b, E)
         q12[layer] = rule.covariance(E("cov", a, b, c=cc))
-        same = (a == b) & ((a == 0) | np.isinf(a))
+        # both variances collapsed (below Q_TINY) with zero bias: the map's q = 0 limit, exact for
+        # the relu family and O(q) off for a smooth phi, where the direct integrals underflow
+        same = (np.maximum(a, b) <= Q_TINY) & (sb == 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             den = np.sqrt(q1[layer]) * np.sqrt(q2[layer])  # no underflow of the product for tiny q
             c[layer] = np.where(den > 0, q12[layer] / np.where(den > 0, den, 1.0), 1.0)
         if same.any():  # both variances collapsed to 0 with zero bias: the map's limit
-            c[layer, same] = rule.select(same).c_map(a[same], cc[same], E)
+            c[layer, same] = rule.select(same).c_map(0.0, cc[same], E)
         c[layer] = np.clip(c[layer], -1.0, 1.0)
     out_shape = (depth + 1, *shape)
     return Propagation(layers=np.arange(depth + 1), q1=q1.reshape(out_shape), q2=q2.reshape(out_shape),
@@ -201,7 +197,7 @@ class GradientGrowth:
         return int(math.ceil(math.log(factor) / math.log(g)))
 
     def summary(self) -> str:
-        """Plain-words summary, e.g. ``"gradients grow x1.13 per layer: x6e+03 over 70 layers"``."""
+        """Plain words, e.g. ``"the squared gradient norm grows x1.13 per layer: x5.2e3 over 70 layers"``."""
         return describe_factor(self.factor, self.depth, self.overall, residual=self.residual)
 
 
@@ -220,23 +216,23 @@ def describe_factor(per_layer: float, depth: int, overall: float | None = None, 
     """Words for a per-layer factor of the squared gradient norm over ``depth`` layers.
 
     >>> describe_factor(1.13, 70)
-    'gradients grow x1.13 per layer: x5.2e3 over 70 layers'
+    'the squared gradient norm grows x1.13 per layer: x5.2e3 over 70 layers'
     """
     if overall is None:
         overall = per_layer ** depth
+    g = "the squared gradient norm"
     if abs(per_layer - 1.0) < 1e-9 and not residual:
-        return f"gradients keep their size (x1 per layer, on the critical line) over {depth} layers"
+        return f"{g} keeps its size (x1 per layer, on the critical line) over {depth} layers"
     if residual:
         if overall >= 1:
-            return (f"gradients grow sub-exponentially: x{_fmt_factor(overall)} over {depth} layers "
+            return (f"{g} grows sub-exponentially: x{_fmt_factor(overall)} over {depth} layers "
                     f"(x{_fmt_factor(per_layer)} per layer at the last)")
-        return f"gradients shrink: x{_fmt_factor(overall)} over {depth} layers"
+        return f"{g} shrinks: x{_fmt_factor(overall)} over {depth} layers"
     if per_layer > 1:
-        return f"gradients grow x{_fmt_factor(per_layer)} per layer: x{_fmt_factor(overall)} over {depth} layers"
+        return f"{g} grows x{_fmt_factor(per_layer)} per layer: x{_fmt_factor(overall)} over {depth} layers"
     if per_layer < 1:
-        return (f"gradients shrink x{_fmt_factor(per_layer)} per layer: x{_fmt_factor(overall)} over "
-                f"{depth} layers")
-    return f"gradients keep their size (x1 per layer) over {depth} layers"  # pragma: no cover
+        return f"{g} shrinks x{_fmt_factor(per_layer)} per layer: x{_fmt_factor(overall)} over {depth} layers"
+    return f"{g} keeps its size (x1 per layer) over {depth} layers"  # pragma: no cover
 
 
 def gradient_growth(act, depth=100, sigma_w2=1.76, sigma_b2=0.05, rho=1.0, residual=False, sigma_v2=1.0,
@@ -274,7 +270,7 @@ def gradient_growth(act, depth=100, sigma_w2=1.76, sigma_b2=0.05, rho=1.0, resid
     """
     act = activation(act)
     act.derivative(1)
-    depth = _depth(depth)
+    depth = _validate.positive_int("depth", depth)
     rho = _validate.keep_probability(rho)
     sw = _validate.scalar("sigma_w2", _validate.nonnegative("sigma_w2", sigma_w2))
     sb = _validate.scalar("sigma_b2", _validate.nonnegative("sigma_b2", sigma_b2))

@@ -48,7 +48,10 @@ from .activations import Activation, activation, x
 from .expectations import expectation
 
 __all__ = ["Dense", "dense", "core_expectations", "asymptotic_activation", "local_activation", "is_linear",
-           "NoLimitError"]
+           "NoLimitError", "Q_TINY"]
+
+#: Below this variance a zero-bias layer is at its q = 0 limit (see :meth:`Dense.limit`).
+Q_TINY = 1e-100
 
 #: An expectation provider: ``E(kind, q1, q2=None, c=None) -> array``.
 Expectations = Callable[..., np.ndarray]
@@ -214,7 +217,9 @@ class Dense:
         """The equivalent homogeneous layer at unit variance where ``q`` is a limit, else None.
 
         ``q = inf``: :func:`asymptotic_activation`; ``q = 0`` with ``sigma_b2 = 0`` and
-        ``phi(0) = 0``: :func:`local_activation`.  Returns ``Dense(psi, rho / E[psi^2], 0, rho)``
+        ``phi(0) = 0``: :func:`local_activation`.  Variances below :data:`Q_TINY` count as 0
+        there: the limit is exact for the relu family and off by O(q) for a smooth phi, while the
+        direct integrals lose all precision as ``q`` underflows.  Returns ``Dense(psi, rho / E[psi^2], 0, rho)``
         (one scalar layer; call with scalar ``q`` and scalar variances), or None if there is no
         limit (``q`` finite and not such a zero).
 
@@ -229,7 +234,7 @@ class Dense:
             if psi is None:
                 raise NoLimitError(f"{self.act.name!r} grows faster than linearly: "
                                    "no limiting correlation map at q = inf")
-        elif q == 0.0 and float(self.sigma_b2) == 0.0 and float(self.act.phi(np.zeros(1))[0]) == 0.0:
+        elif q <= Q_TINY and float(self.sigma_b2) == 0.0 and float(self.act.phi(np.zeros(1))[0]) == 0.0:
             psi = local_activation(self.act)
             if psi is None:
                 raise NoLimitError(f"{self.act.name!r} has phi'(0) = 0: no limiting correlation map at q = 0")
@@ -268,7 +273,7 @@ class Dense:
         fin = np.isfinite(q)
         if fin.any():
             den[fin] = sw[fin] / self.rho * E("phi2", q[fin]) + sb[fin]
-        reg = fin & (den > 0)
+        reg = fin & (den > 0) & ~((q <= Q_TINY) & (sb == 0))
         if reg.any():
             num = sw[reg] * E("cov", q[reg], q[reg], c=c[reg]) + sb[reg]
             out[reg] = num / den[reg]
@@ -322,7 +327,7 @@ class Dense:
         E = self.provider(E)
         shape, (q, c, sw, sb) = _flat(q, c, self.sigma_w2, self.sigma_b2)
         out = np.empty(q.size)
-        reg = np.isfinite(q) & (q > 0)
+        reg = np.isfinite(q) & (q > 0) & ~((q <= Q_TINY) & (sb == 0))
         if reg.any():
             out[reg] = sw[reg] * E("dcov", q[reg], q[reg], c=c[reg])
         for i in np.flatnonzero(~reg):
@@ -343,14 +348,34 @@ class Dense:
         return self.gap_from(q, V, D, c)
 
     def _limit_at(self, sw, sb, q):
-        """The limit layer of one point; None where every pre-activation is 0; _NAN (warned) if none."""
+        """The limit layer of one point; None where every pre-activation is 0; _NAN (warned) if none;
+        the point's own layer where a tiny positive q has no limit (phi'(0) = 0)."""
         if sw == 0.0 and sb == 0.0:
             return None
+        one = Dense(self.act, float(sw), float(sb), self.rho)
         try:
-            return Dense(self.act, float(sw), float(sb), self.rho).limit(q)
+            lim = one.limit(q)
         except NoLimitError as err:
+            if 0.0 < q <= Q_TINY:
+                return _Direct(one, q)
             warnings.warn(str(err), RuntimeWarning, stacklevel=4)
             return _NAN
+        return lim if lim is not None else _Direct(one, q)
+
+
+class _Direct:
+    """A point whose maps are evaluated directly at its own ``q`` (no limit applies)."""
+
+    def __init__(self, layer, q):
+        self.layer, self.q = layer, q
+
+    def c_map(self, _q, c):
+        E = self.layer.provider()
+        den = self.layer.q_map(self.q, E)
+        return self.layer.covariance(E("cov", self.q, self.q, c=c)) / den if den > 0 else 1.0
+
+    def chi_c(self, _q, c):
+        return self.layer.chi_c_from(self.layer.provider()("dcov", self.q, self.q, c=c))
 
 
 class NoLimitError(ValueError):

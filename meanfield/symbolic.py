@@ -22,6 +22,7 @@ import functools
 
 import numpy as np
 import sympy as sp
+from sympy.codegen.cfunctions import expm1
 
 from .activations import Activation, activation, x
 
@@ -100,9 +101,11 @@ def _bivariate_c(act: Activation, order: int):
             return 2 / sp.pi * sp.asin(2 * s12 / sp.sqrt((1 + 2 * q1) * (1 + 2 * q2)))
         return 4 / sp.pi / sp.sqrt((1 + 2 * q1) * (1 + 2 * q2) - 4 * s12**2)
     # exp(-(q1 + q2)/2) sinh(q12) and cosh(q12), written with exponents <= 0 (|q12| <= (q1 + q2)/2) so
-    # that large variances neither overflow nor give inf * 0
+    # that large variances neither overflow nor give inf * 0, and sinh through expm1 so that small
+    # variances keep their relative precision: exp(-h) sinh(s) = sign(s) exp(|s| - h) (1 - exp(-2|s|)) / 2
     h = (q1 + q2) / 2
-    sinh_pre = (sp.exp(s12 - h) - sp.exp(-s12 - h)) / 2
+    a12 = sp.Abs(c) * sp.sqrt(q1) * sp.sqrt(q2)
+    sinh_pre = -sp.sign(c) * sp.exp(a12 - h) * expm1(-2 * a12) / 2
     cosh_pre = (sp.exp(s12 - h) + sp.exp(-s12 - h)) / 2
     if expr == sp.sin(x):
         return sinh_pre if order == 0 else cosh_pre

@@ -75,7 +75,7 @@ def test_gradient_growth_plain_is_chi1_per_layer():
     assert g.regime == "exploding"
     assert g.depth_for(1e3) == math.ceil(math.log(1e3) / math.log(ref.chi_1))
     assert g.depth_for(1e9) == math.ceil(math.log(1e9) / math.log(ref.chi_1))  # beyond depth: extrapolated
-    assert g.summary().startswith("gradients grow x1.13 per layer: x")
+    assert g.summary().startswith("the squared gradient norm grows x1.13 per layer: x")
 
 
 def test_gradient_growth_dropout_and_vanishing():
@@ -120,8 +120,8 @@ def test_residual_tanh_growth_is_subexponential():
 
 
 def test_describe_factor_words():
-    assert describe_factor(1.13, 70) == "gradients grow x1.13 per layer: x5.2e3 over 70 layers"
-    assert describe_factor(0.5, 10) == "gradients shrink x0.5 per layer: x9.8e-4 over 10 layers"
+    assert describe_factor(1.13, 70) == "the squared gradient norm grows x1.13 per layer: x5.2e3 over 70 layers"
+    assert describe_factor(0.5, 10) == "the squared gradient norm shrinks x0.5 per layer: x9.8e-4 over 10 layers"
 
 
 def test_bad_inputs():
