@@ -88,29 +88,17 @@ def pseudo_linear_words(point, name: str) -> str:
 
 
 def phase_note(act, point) -> str | None:
-    """A sentence for the phases whose numbers need words (divergent, pseudo-linear), else None."""
+    """A sentence for the answers whose numbers need words (divergent, pseudo-linear, zero bias), else None."""
     if point.phase == "divergent":
         return divergent_words(act, float(point.sigma_w2), float(point.sigma_b2), float(point.rho))
     if point.phase == "pseudo-linear":
         return pseudo_linear_words(point, act.name)
+    small = float(getattr(point, "c_star_small_bias", math.nan))
+    if math.isfinite(small) and abs(small - float(point.c_star)) > 1e-9:
+        return (f"zero bias: these are the numbers of the network with sigma_b2 = 0 exactly, whose variance "
+                f"collapses to q* = 0; any sigma_b2 > 0, however small, gives another network, with c* = "
+                f"{small:.4g} (the answer jumps at sigma_b2 = 0)")
     return None
-
-
-def squared_gradient_words(gg) -> str:
-    """The change of the squared gradient norm, e.g. 'the squared gradient norm grows x1.13 per layer: ...'."""
-    per, depth, overall = gg.factor, gg.depth, gg.overall
-    subject = "the squared gradient norm"
-    if gg.residual:
-        if overall >= 1:
-            return (f"{subject} grows sub-exponentially: x{fmt_factor(overall)} over {depth} layers "
-                    f"(x{fmt_factor(per)} per layer at the last)")
-        return f"{subject} shrinks: x{fmt_factor(overall)} over {depth} layers"
-    varies = not np.allclose(gg.per_layer, per, rtol=1e-6)
-    at = " at the last layer" if varies else ""
-    if abs(per - 1.0) < 1e-9:
-        return f"{subject} keeps its size (x1 per layer{at}, on the critical line) over {depth} layers"
-    verb = "grows" if per > 1 else "shrinks"
-    return f"{subject} {verb} x{fmt_factor(per)} per layer{at}: x{fmt_factor(overall)} over {depth} layers"
 
 
 def reach_words(gg, factor: float) -> str:

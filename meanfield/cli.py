@@ -421,7 +421,7 @@ def _advice(act, point, gg, args) -> str:
 
 def _cmd_depth(args) -> int:
     from . import analyze
-    from ._cli_text import phase_note, reach_words, squared_gradient_words
+    from ._cli_text import phase_note, reach_words
     from .dynamics import gradient_growth
 
     if not (math.isfinite(args.factor) and args.factor > 1):
@@ -439,7 +439,7 @@ def _cmd_depth(args) -> int:
                          residual=args.residual, sigma_v2=args.sigma_v2, sigma_a2=args.sigma_a2,
                          q0=None if not (args.residual or point.phase == "divergent") else 1.0)
     note = phase_note(act, point)
-    gradient = squared_gradient_words(gg) + (" (residual network)" if args.residual else "")
+    gradient = gg.summary() + (" (residual network)" if args.residual else "")
     reach = reach_words(gg, args.factor)
     advice = _advice(act, point, gg, args)
     if args.json:
