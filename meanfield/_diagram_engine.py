@@ -212,8 +212,11 @@ def poly(B, n, x):
 
 @jit()
 def c_star_kernel(b_even, b_odd, s, e0, out_c, out_chi, out_s0, out_s1):
-    """Per row of Hermite coefficients: c* (the core's scan, then safeguarded Newton), chi_c,
-    and the sums sum_k a_k and sum_k k a_k (a_k = b_k^2) for the sum-rule checks."""
+    """Per row of Hermite coefficients: c*, chi_c and the sum-rule sums.
+
+    c* by the core's scan, then safeguarded Newton on ``G(c)``; chi_c at c*; and the sums
+    ``sum_k a_k`` and ``sum_k k a_k`` (``a_k = b_k^2``) for the sum-rule checks.
+    """
     tops = np.array([1e-6, 1e-9, 1e-12])
     belows = np.array([0.99, 0.9, 0.5, 0.0, -0.5, -1.0])
     ne = b_even.shape[1]

@@ -1,4 +1,4 @@
-"""Compiled kernels whose on-disk cache lives in the user's cache directory, never in the package.
+r"""Compiled kernels whose on-disk cache lives in the user's cache directory, never in the package.
 
 numba's default cache goes to ``__pycache__`` beside the source file, that is into
 ``site-packages/meanfield``; a later ``pip install -e .`` removes the package but leaves that

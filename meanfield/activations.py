@@ -21,6 +21,7 @@ import numbers
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Union
 
 import numpy as np
 import sympy as sp
@@ -29,6 +30,7 @@ from sympy.codegen.rewriting import expm1_opt, log1p_opt, optimize
 
 __all__ = [
     "Activation",
+    "ActivationLike",
     "activation",
     "activation_names",
     "FUNCTIONS",
@@ -46,6 +48,7 @@ class sigmoid(sp.Function):
     """Logistic function 1 / (1 + exp(-a)), evaluated without overflow."""
 
     def fdiff(self, argindex=1):
+        """Derivative: sigmoid (1 - sigmoid)."""
         s = sigmoid(self.args[0])
         return s * (1 - s)
 
@@ -57,6 +60,7 @@ class norm_cdf(sp.Function):
     """Standard normal distribution function (1 + erf(a / sqrt(2))) / 2, accurate in both tails."""
 
     def fdiff(self, argindex=1):
+        """The standard normal density."""
         a = self.args[0]
         return sp.exp(-a**2 / 2) / sp.sqrt(2 * sp.pi)
 
@@ -68,6 +72,7 @@ class softplus(sp.Function):
     """log(1 + exp(a)), evaluated without overflow."""
 
     def fdiff(self, argindex=1):
+        """Derivative: sigmoid."""
         return sigmoid(self.args[0])
 
     def _eval_rewrite_as_exp(self, a, **kwargs):
@@ -227,10 +232,11 @@ class Activation:
         return f"Activation({self.name!r})"
 
     def __call__(self, xs):
+        """Evaluate phi at ``xs``."""
         return self.phi(xs)
 
     def derivative(self, order: int) -> Callable:
-        """phi (order 0), phi' (1) or phi'' (2); a clear error if it is not available."""
+        """Phi (order 0), phi' (1) or phi'' (2); a clear error if it is not available."""
         fn = (self.phi, self.dphi, self.d2phi)[order]
         if fn is None:
             raise ValueError(
@@ -250,6 +256,11 @@ class Activation:
 # Building
 # ----------------------------------------------------------------------------------------
 
+
+
+#: What every function taking an activation accepts: an Activation, a table name, a typed expression,
+#: a sympy expression in x, or a Python callable.
+ActivationLike = Union[Activation, str, sp.Expr, Callable]  # noqa: UP007 (a runtime alias)
 
 def activation(spec, dphi: Callable | None = None, d2phi: Callable | None = None, *,
                kinks=(), **params) -> Activation:

@@ -564,6 +564,7 @@ def _cmd_activations(args) -> int:
 
 
 def main(argv=None) -> int:
+    """Run the ``meanfield`` command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -60,12 +60,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _validate
 from ._diagram_engine import Engine, engine
 from ._io import atomic_write
 from ._solvers import critical_search
-from .activations import Activation, activation
+from .activations import Activation, ActivationLike, activation
 from .fixed_points import solve_c_star
 from .layers import Dense
 from .phase import PHASES, fields_at
@@ -226,7 +227,7 @@ class PhaseDiagram:
         return out
 
 
-def load_phase_diagram(path) -> PhaseDiagram:
+def load_phase_diagram(path: str | os.PathLike) -> PhaseDiagram:
     """Load a :class:`PhaseDiagram` written by :meth:`PhaseDiagram.save`.
 
     Raises
@@ -252,7 +253,8 @@ def load_phase_diagram(path) -> PhaseDiagram:
         )
 
 
-def phase_diagram(act="tanh", sigma_w2=None, sigma_b2=None, rho=1.0, *,
+def phase_diagram(act: ActivationLike = "tanh", sigma_w2: ArrayLike | None = None, sigma_b2: ArrayLike | None = None,
+                  rho: float = 1.0, *,
                   progress: Callable[[int, int], None] | None = None,
                   memory_limit: float | None = None) -> PhaseDiagram:
     """Every mean-field field on a (sigma_w2, sigma_b2) grid (Schoenholz et al. 2017, Fig. 1).

@@ -22,9 +22,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _validate
-from .activations import activation
+from .activations import ActivationLike, activation
 from .expectations import expectation
 from .fixed_points import solve_q_star
 from .layers import Q_TINY, Dense, core_expectations
@@ -55,10 +56,13 @@ class Propagation:
 
     @property
     def q(self):
+        """``q1``: the variance, when both inputs have the same length."""
         return self.q1
 
 
-def propagate(act, q0=1.0, c0=0.5, depth=50, sigma_w2=1.76, sigma_b2=0.05, rho=1.0, method="auto"):
+def propagate(act: ActivationLike, q0: ArrayLike | tuple = 1.0, c0: ArrayLike = 0.5, depth: int = 50,
+              sigma_w2: ArrayLike = 1.76, sigma_b2: ArrayLike = 0.05, rho: float = 1.0,
+              method: str = "auto") -> Propagation:
     """Iterate the variance and correlation maps through ``depth`` layers (Poole et al. 2016).
 
     ``q^l = sigma_w2/rho E[phi(sqrt(q^{l-1}) z)^2] + sigma_b2`` (eq. 3) for each input and
@@ -158,6 +162,7 @@ class GradientGrowth:
 
     @property
     def depth(self) -> int:
+        """Number of layers."""
         return int(self.layers[-1])
 
     @property
@@ -235,8 +240,9 @@ def describe_factor(per_layer: float, depth: int, overall: float | None = None, 
     return f"{g} keeps its size (x1 per layer) over {depth} layers"  # pragma: no cover
 
 
-def gradient_growth(act, depth=100, sigma_w2=1.76, sigma_b2=0.05, rho=1.0, residual=False, sigma_v2=1.0,
-                    sigma_a2=0.0, q0=None, method="auto") -> GradientGrowth:
+def gradient_growth(act: ActivationLike, depth: int = 100, sigma_w2: float = 1.76, sigma_b2: float = 0.05,
+                    rho: float = 1.0, residual: bool = False, sigma_v2: float = 1.0,
+                    sigma_a2: float = 0.0, q0: float | None = None, method: str = "auto") -> GradientGrowth:
     """Growth of the mean squared gradient norm over depth (Schoenholz et al. 2017, Sec. 4).
 
     Plain networks: going back one layer multiplies ``E||dE/dh^l||^2`` by

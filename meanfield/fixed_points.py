@@ -14,10 +14,11 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _validate
 from ._solvers import Q_MAX, c_star_point, q_star_search
-from .activations import activation
+from .activations import ActivationLike, activation
 from .layers import Dense, NoLimitError, core_expectations
 
 __all__ = ["q_star", "c_star", "FixedPointInfo", "ConvergenceWarning", "Q_MAX", "solve_q_star", "solve_c_star"]
@@ -49,7 +50,8 @@ class FixedPointInfo:
     slope: np.ndarray
 
 
-def q_star(act, sigma_w2, sigma_b2, rho=1.0, q0=1.0, method="auto", full_output=False):
+def q_star(act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike, rho: float = 1.0, q0: ArrayLike = 1.0,
+           method: str = "auto", full_output: bool = False):
     """Fixed point of the variance map (Poole et al. 2016, eq. 3; Schoenholz et al. 2017, eq. 3).
 
     ``q* = sigma_w2/rho * E[phi(sqrt(q*) z)^2] + sigma_b2``, ``z ~ N(0, 1)``; with dropout
@@ -116,7 +118,8 @@ def _core(layer, method):
     return core_expectations(layer.act, method)
 
 
-def c_star(act, sigma_w2, sigma_b2, rho=1.0, method="auto", full_output=False):
+def c_star(act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike, rho: float = 1.0, method: str = "auto",
+           full_output: bool = False):
     """Attracting fixed point of the correlation map (Poole et al. 2016, eq. 5; Schoenholz et al. 2017).
 
     ``c* = (sigma_w2 E[phi(u1) phi(u2)] + sigma_b2) / q*`` with ``u1, u2`` of variance q* and

@@ -288,8 +288,11 @@ class Dense:
         return out.reshape(shape)
 
     def chi_1(self, q, E: Expectations | None = None):
-        """``chi_1 = sigma_w2 E[phi'(u)^2]`` at ``q``; at ``q = inf`` its limit
-        ``sigma_w2 (phi'(+inf)^2 + phi'(-inf)^2) / 2``, or inf if phi grows faster than linearly."""
+        """``chi_1 = sigma_w2 E[phi'(u)^2]`` at ``q`` (Poole et al. 2016, eq. 7).
+
+        At ``q = inf`` its limit ``sigma_w2 (phi'(+inf)^2 + phi'(-inf)^2) / 2``, or inf if phi grows
+        faster than linearly.
+        """
         E = self.provider(E)
         shape, (q, sw) = _flat(q, self.sigma_w2)
         out = np.empty(q.size)
@@ -306,8 +309,10 @@ class Dense:
         return self.gradient_factor(self.chi_1(q, E))
 
     def pseudo_linear(self, q):
-        """Where the layer at variance ``q`` is pseudo-linear: ``q = 0``, zero bias, phi(0) = 0, and phi
-        smooth at 0 (its local form is linear), so the correlation map is ``c -> rho c``.
+        """Where the layer at variance ``q`` is pseudo-linear (a bool array).
+
+        That is ``q = 0``, zero bias, phi(0) = 0 and phi smooth at 0 (its local form is linear), so
+        the correlation map is ``c -> rho c``.
 
         A network there acts as a linear map on signals whose variance decays like ``chi_1^l``.
         """
@@ -348,8 +353,11 @@ class Dense:
         return self.gap_from(q, V, D, c)
 
     def _limit_at(self, sw, sb, q):
-        """The limit layer of one point; None where every pre-activation is 0; _NAN (warned) if none;
-        the point's own layer where a tiny positive q has no limit (phi'(0) = 0)."""
+        """The limit layer of one point (or a stand-in with the same methods).
+
+        None where every pre-activation is 0; ``_NAN`` (warned) if there is no limit; the point's
+        own layer where a tiny positive q has no limit (phi'(0) = 0).
+        """
         if sw == 0.0 and sb == 0.0:
             return None
         one = Dense(self.act, float(sw), float(sb), self.rho)

@@ -16,9 +16,10 @@ array arguments, and takes variances, never standard deviations.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _validate
-from .activations import activation
+from .activations import ActivationLike, activation
 from .fixed_points import solve_c_star, solve_q_star
 from .layers import Dense, core_expectations
 
@@ -38,7 +39,8 @@ def _layer(act, sw, sb, rho, method):
     return Dense(act, sw, sb, rho), core_expectations(act, method)
 
 
-def q_map(q, act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
+def q_map(q: ArrayLike, act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike, rho: float = 1.0,
+          method: str = "auto") -> float | np.ndarray:
     """Variance map ``q -> sigma_w2/rho E[phi(sqrt(q) z)^2] + sigma_b2`` (Poole et al. 2016, eq. 3).
 
     Parameters
@@ -63,7 +65,8 @@ def q_map(q, act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
     return _validate.finish(layer.q_map(q, E), shape)
 
 
-def q_map_slope(q, act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
+def q_map_slope(q: ArrayLike, act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike, rho: float = 1.0,
+                method: str = "auto") -> float | np.ndarray:
     """Slope of the variance map, ``sigma_w2/rho E[phi'(u)^2 + phi(u) phi''(u)]`` at ``u ~ N(0, q)``.
 
     At q* this is ``exp(-1/xi_q)`` (Schoenholz et al. 2017, eq. 5).  It is computed as
@@ -77,7 +80,8 @@ def q_map_slope(q, act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
     return _validate.finish(layer.q_slope(q, E), shape)
 
 
-def cov_map(q1, q2, q12, act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
+def cov_map(q1: ArrayLike, q2: ArrayLike, q12: ArrayLike, act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
+            rho: float = 1.0, method: str = "auto") -> tuple:
     """One layer of the covariance map for two inputs of any variances (Poole et al. 2016, eqs. 3, 5).
 
     Returns
@@ -108,7 +112,8 @@ def _q_default(act, q, sw, sb, rho, method):
     return q
 
 
-def c_map(c, act, sigma_w2, sigma_b2, q=None, rho=1.0, method="auto"):
+def c_map(c: ArrayLike, act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q: ArrayLike | None = None,
+          rho: float = 1.0, method: str = "auto") -> float | np.ndarray:
     """Correlation map ``c -> (sigma_w2 E[phi(u1) phi(u2)] + sigma_b2) / q'`` (Poole et al. 2016, eq. 5).
 
     ``u1, u2`` have variance ``q`` and correlation ``c``; ``q' = q_map(q)`` is the next layer's
@@ -130,7 +135,8 @@ def c_map(c, act, sigma_w2, sigma_b2, q=None, rho=1.0, method="auto"):
     return _validate.finish(layer.c_map(q, c, E), shape)
 
 
-def chi_1(act, sigma_w2, sigma_b2, q=None, rho=1.0, method="auto"):
+def chi_1(act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q: ArrayLike | None = None, rho: float = 1.0,
+          method: str = "auto") -> float | np.ndarray:
     """``chi_1 = sigma_w2 E[phi'(sqrt(q) z)^2]`` at q = q* by default (Poole et al. 2016, eq. 7).
 
     The slope of the correlation map at c = 1 (no dropout) and the per-layer factor of the mean
@@ -150,7 +156,8 @@ def chi_1(act, sigma_w2, sigma_b2, q=None, rho=1.0, method="auto"):
     return _validate.finish(layer.chi_1(q, E), shape)
 
 
-def chi_c(act, sigma_w2, sigma_b2, c=None, q=None, rho=1.0, method="auto"):
+def chi_c(act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike, c: ArrayLike | None = None,
+          q: ArrayLike | None = None, rho: float = 1.0, method: str = "auto") -> float | np.ndarray:
     """``chi_c = sigma_w2 E[phi'(u1) phi'(u2)]``, slope of the correlation map (Schoenholz et al. 2017, eq. 8).
 
     At (q*, c*) by default; ``xi_c = -1 / ln chi_c``.  Give ``c`` (and ``q``) for the slope of the

@@ -13,10 +13,11 @@ import warnings
 from dataclasses import dataclass, fields
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _validate
 from ._solvers import critical_candidates, critical_search
-from .activations import activation
+from .activations import ActivationLike, activation
 from .expectations import expectation
 from .fixed_points import solve_c_star, solve_q_star
 from .layers import Dense, core_expectations
@@ -137,7 +138,8 @@ class MeanFieldPoint:
         return out
 
 
-def analyze(act, sigma_w2, sigma_b2, rho=1.0, method="auto") -> MeanFieldPoint:
+def analyze(act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike, rho: float = 1.0,
+            method: str = "auto") -> MeanFieldPoint:
     """All mean-field quantities at once, computing q* and c* only once.
 
     Parameters
@@ -181,7 +183,8 @@ def analyze(act, sigma_w2, sigma_b2, rho=1.0, method="auto") -> MeanFieldPoint:
     )
 
 
-def xi_q(act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
+def xi_q(act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike, rho: float = 1.0,
+         method: str = "auto") -> float | np.ndarray:
     """Depth scale of the variance, ``xi_q = -1 / ln(sigma_w2/rho E[phi'^2 + phi phi''])`` at q*.
 
     Schoenholz et al. 2017, eq. 5: ``|q^l - q*| ~ exp(-l / xi_q)``.  Infinite where q* is
@@ -190,7 +193,8 @@ def xi_q(act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
     return analyze(act, sigma_w2, sigma_b2, rho, method).xi_q
 
 
-def xi_c(act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
+def xi_c(act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike, rho: float = 1.0,
+         method: str = "auto") -> float | np.ndarray:
     """Depth scale of correlations, ``xi_c = -1 / ln(chi_c)`` (Schoenholz et al. 2017, eq. 9).
 
     ``|c^l - c*| ~ exp(-l / xi_c)``; diverges on the critical line chi_1 = 1.  With dropout it
@@ -199,12 +203,13 @@ def xi_c(act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
     return analyze(act, sigma_w2, sigma_b2, rho, method).xi_c
 
 
-def trainable_depth(act, sigma_w2, sigma_b2, rho=1.0, method="auto"):
+def trainable_depth(act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike, rho: float = 1.0,
+                    method: str = "auto") -> float | np.ndarray:
     """Depth to which a random network can be trained, ``6 xi_c`` (Schoenholz et al. 2017, Fig. 6)."""
     return analyze(act, sigma_w2, sigma_b2, rho, method).trainable_depth
 
 
-def critical_line(act, q_star, rho=1.0, method="auto"):
+def critical_line(act: ActivationLike, q_star: ArrayLike, rho: float = 1.0, method: str = "auto") -> tuple:
     """The critical line chi_1 = 1 parametrised by the fixed point q* (Hayou et al. 2019).
 
     ``sigma_w2 = 1 / E[phi'(sqrt(q*) z)^2]``, ``sigma_b2 = q* - sigma_w2/rho E[phi(sqrt(q*) z)^2]``
@@ -232,7 +237,8 @@ def _one_dim(act, method):
     return lambda q: (E("phi2", q), E("dphi2", q))
 
 
-def critical_sigma_w2(act, sigma_b2, rho=1.0, method="auto"):
+def critical_sigma_w2(act: ActivationLike, sigma_b2: ArrayLike, rho: float = 1.0,
+                      method: str = "auto") -> float | np.ndarray:
     """The weight variance on the order-to-chaos line chi_1 = 1 for each bias variance.
 
     Solves ``q - E[phi^2] / (rho E[phi'^2]) = sigma_b2`` for q* along :func:`critical_line`,
@@ -282,7 +288,8 @@ class CriticalPoint:
     q_reached: float
 
 
-def critical_points(act, sigma_b2, rho=1.0, method="auto") -> list[CriticalPoint]:
+def critical_points(act: ActivationLike, sigma_b2: float, rho: float = 1.0,
+                    method: str = "auto") -> list[CriticalPoint]:
     """Every point on the line chi_1 = 1 at one ``sigma_b2``, stable or not (Schoenholz et al. 2017).
 
     For gelu, swish and mish at small sigma_b2 the only chi_1 = 1 points are *unstable* fixed
