@@ -10,14 +10,13 @@ on one-hot targets (Lee et al. 2018, Sec. 2.4).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from ._kernel_args import inputs, variance
-from .activations import Activation, activation
+from .activations import ActivationLike, activation
 from .expectations import expectation
 from .kernels import KernelWarning, nngp, ntk
 from .layers import Dense
@@ -97,7 +96,7 @@ class NNGPRegressor:
 
     _PARAMS = ("act", "depth", "sigma_w2", "sigma_b2", "kernel", "noise", "jitter", "method")
 
-    def __init__(self, act: str | Activation | Callable = "relu", depth: int = 1, sigma_w2: float = 2.0,
+    def __init__(self, act: ActivationLike = "relu", depth: int = 1, sigma_w2: float = 2.0,
                  sigma_b2: float = 0.0, *, kernel: str = "nngp", noise: float = 0.0, jitter: float = 0.0,
                  method: str = "auto"):
         self.act = act
@@ -246,7 +245,7 @@ class NNGPClassifier(NNGPRegressor):
 
     _PARAMS = NNGPRegressor._PARAMS + ("targets",)
 
-    def __init__(self, act: str | Activation | Callable = "relu", depth: int = 1, sigma_w2: float = 2.0,
+    def __init__(self, act: ActivationLike = "relu", depth: int = 1, sigma_w2: float = 2.0,
                  sigma_b2: float = 0.0, *, kernel: str = "nngp", noise: float = 0.0, jitter: float = 0.0,
                  method: str = "auto", targets: tuple[float, float] = (-0.1, 0.9)):
         super().__init__(act, depth, sigma_w2, sigma_b2, kernel=kernel, noise=noise, jitter=jitter, method=method)

@@ -79,22 +79,20 @@ q = 50.  The closed forms of ``sin`` and ``cos`` themselves are exact.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import symbolic
 from ._kernel_args import check
 from ._kernel_tables import BLOCK, KernelWarning, angle_range, apply_plan, build_plan, mirror_upper, zero_variance_fix
-from .activations import Activation
+from .activations import Activation, ActivationLike
 from .expectations import expectation
 from .layers import Dense
 
 __all__ = ["nngp", "ntk", "KernelWarning"]
 
 
-def nngp(X1: ArrayLike, X2: ArrayLike | None = None, act: str | Activation | Callable = "relu", depth: int = 1,
+def nngp(X1: ArrayLike, X2: ArrayLike | None = None, act: ActivationLike = "relu", depth: int = 1,
          sigma_w2: float = 2.0, sigma_b2: float = 0.0, *, method: str = "auto",
          memory_limit: float | None = None) -> np.ndarray:
     """NNGP kernel ``K^L(x, x')`` of a deep fully connected network (Lee et al. 2018, eqs. 5-6).
@@ -148,7 +146,7 @@ def nngp(X1: ArrayLike, X2: ArrayLike | None = None, act: str | Activation | Cal
     return _recursion(X1, X2, same, Dense(act, sw, sb), depth, method, want_ntk=False)[0]
 
 
-def ntk(X1: ArrayLike, X2: ArrayLike | None = None, act: str | Activation | Callable = "relu", depth: int = 1,
+def ntk(X1: ArrayLike, X2: ArrayLike | None = None, act: ActivationLike = "relu", depth: int = 1,
         sigma_w2: float = 2.0, sigma_b2: float = 0.0, *, method: str = "auto", memory_limit: float | None = None,
         return_nngp: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Neural tangent kernel ``Theta^L(x, x')`` in the NTK parametrisation (Jacot et al. 2018, Thm. 1).
