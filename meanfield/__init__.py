@@ -74,6 +74,7 @@ __all__ = [
     "NNGPRegressor",
     "NNGPClassifier",
     "KernelWarning",
+    "gp",
     "empirical",
     "NetworkSpec",
     "empirical_nngp",
@@ -99,11 +100,11 @@ _LAZY = {
     "empirical_ntk": "empirical",
     "nngp": "kernels",
     "ntk": "kernels",
-    "NNGPRegressor": "kernels",
-    "NNGPClassifier": "kernels",
+    "NNGPRegressor": "gp",
+    "NNGPClassifier": "gp",
     "KernelWarning": "kernels",
 }
-_SUBMODULES = ("empirical", "plotting", "diagram", "dynamics", "kernels", "layers")
+_SUBMODULES = ("empirical", "plotting", "diagram", "dynamics", "kernels", "gp", "layers")
 
 
 def __getattr__(name):

@@ -279,12 +279,3 @@ class _Moments:
         apply_plan(plan, K, d1, d2, out, self.same)
         zero_variance_fix(self.f, self.act, d1, d2, out)
         return out
-
-
-def __getattr__(name):
-    # The estimators live in meanfield.gp; kept reachable here for code written against the old home.
-    if name in ("NNGPRegressor", "NNGPClassifier"):
-        from . import gp
-
-        return getattr(gp, name)
-    raise AttributeError(f"module 'meanfield.kernels' has no attribute {name!r}")
