@@ -37,7 +37,9 @@ __all__ = ["propagate", "Propagation", "gradient_growth", "GradientGrowth", "des
 class Propagation:
     """Variances and correlation of two inputs, layer by layer.
 
-    Arrays have shape ``(depth + 1, *shape)``, index ``l`` = layer (0 is the input).
+    Arrays have shape ``(depth + 1, *shape)``; index ``l`` is layer ``l``, the pre-activation after
+    ``l`` nonlinear layers (0 is the layer whose variance is ``q0``, e.g. ``h^0 = W^0 x + b^0``
+    with ``q^0 = sigma_w2 |x|^2/d_in + sigma_b2``: the package's one layer numbering).
 
     Attributes
     ----------
@@ -139,7 +141,9 @@ class GradientGrowth:
     sigma_w2, sigma_b2, rho : float
     residual : bool
     sigma_v2, sigma_a2 : float or None (residual networks only)
-    layers : int array ``1..depth``
+    layers : int array ``1..depth``: the number of layers the gradient has gone back through
+        (a count; entry ``k - 1`` is the step back from layer ``k`` to layer ``k - 1`` when the
+        network starts at layer 0 with variance ``q0``)
     per_layer : per-layer factor of ``||dE/dh||^2`` (chi_1/rho, or ``1 + sigma_v2 chi``)
     total : cumulative ratio over the first l layers, ``prod_{k <= l} per_layer[k]``
     q : the pre-activation variance at each layer (q* for plain networks started at q*)

@@ -10,7 +10,7 @@ A network of ``depth`` L hidden layers maps ``x`` in ``R^{d_in}`` through
 with ``b^l_i ~ N(0, sigma_b2)``; ``h^L`` is the (linear) readout.  ``depth`` counts the
 nonlinearities (hidden layers); the readout is not counted.  So ``depth=0`` is the linear
 kernel and ``depth=L`` here is :class:`meanfield.empirical.NetworkSpec` with ``depth=L + 1``
-(whose layer 1 is ``h^0`` above and whose output ``h^{L+1}`` is the readout).
+(whose layers are ``0..L``, layer ``l`` being ``h^l`` above, and whose output ``h^L`` is the readout).
 
 NNGP (Lee et al. 2018, eqs. 5-6):
 
