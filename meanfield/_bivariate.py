@@ -66,8 +66,9 @@ def _panels(lo, hi, cuts, u, w, k, write=True):  # pragma: no cover - compiled
 
 @jit(nogil=True)
 def _outer_nodes(beta, sd2, reach, fixed, kinks):  # pragma: no cover - compiled
-    """Standard-normal outer nodes ``z`` on ``[-reach, reach]`` and weights (density included) of
-    every row, with row pointers.
+    """Standard-normal outer nodes and weights of every row, with row pointers.
+
+    The nodes ``z`` lie on ``[-reach, reach]``; the weights include the density.
 
     Cuts: ``_ZCUTS``, the sorted ``fixed`` points and, for every kink ``k`` of the inner function,
     ``k / beta + (sd2 / |beta|) * _KCUTS`` (where the conditional mean ``beta z`` crosses it).

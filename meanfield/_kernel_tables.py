@@ -36,8 +36,11 @@ __all__ = ["KernelWarning", "Plan", "build_plan", "apply_plan", "angle_range", "
 
 
 class KernelWarning(UserWarning):
-    """A kernel matrix was regularised, a table did not reach its tolerance, or an activation
-    oscillating without end reached variances where the tables lose accuracy."""
+    """A kernel matrix was regularised, or a table lost accuracy.
+
+    Raised where a table did not reach its tolerance, or an activation oscillating without end
+    reached variances where the tables lose accuracy.
+    """
 
     __module__ = "meanfield.kernels"  # its public home
 

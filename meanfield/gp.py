@@ -27,8 +27,10 @@ _KERNELS = {"nngp": nngp, "ntk": ntk}
 
 
 def _cholesky(A, jitter):
-    """Cholesky of ``A + j I``; ``j`` grows from ``jitter`` (x10) while the factorisation fails or
-    is numerically singular (reciprocal condition estimate ``(min L_ii / max L_ii)^2 < n eps``).
+    """Cholesky of ``A + j I``, with ``j`` grown from ``jitter`` (x10) until the factor is sound.
+
+    ``j`` grows while the factorisation fails or is numerically singular (reciprocal condition
+    estimate ``(min L_ii / max L_ii)^2 < n eps``).
 
     Returns (L, j).
     """
