@@ -15,7 +15,6 @@ from ._network_pass import Options, n_weights
 from ._validate import format_bytes
 
 __all__ = [
-    "positive_int",
     "layer_number",
     "variance",
     "check_inputs",
@@ -26,18 +25,6 @@ __all__ = [
     "check_parameters_fit",
     "check_stacked_records",
 ]
-
-
-def positive_int(value, name):
-    """A positive int (integral floats accepted), or ValueError naming ``name``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        if isinstance(value, (float, np.floating)) and float(value).is_integer():
-            value = int(value)
-        else:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def layer_number(value, depth):

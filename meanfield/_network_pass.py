@@ -291,6 +291,17 @@ def _masks(spec, base, l, rows, n):
     return keep.astype(spec.dtype) / spec.dtype.type(spec.rho)
 
 
+def _nonlinearity(nl, h, need_d, spec, base, l, rows, n):
+    """phi(h^l) and phi'(h^l), both times the dropout factors m / rho when rho < 1."""
+    phi, dphi = nl(h, need_d)
+    if spec.rho < 1:
+        m = _masks(spec, base, l, rows, n)
+        phi *= m
+        if dphi is not None:
+            dphi *= m
+    return phi, dphi
+
+
 def _sq(a):
     return np.einsum("ij,ij->i", a, a, dtype=np.float64)
 
@@ -337,12 +348,7 @@ def _forward(spec, nl, params, X, rows, base, opt, *, records, tape, jac, tangen
             if opt.gradients:
                 records["a_sq"][l] = _sq(a)
         if spec.residual:
-            phi, dphi = nl(h, need_d)
-            if spec.rho < 1:
-                m = _masks(spec, base, l, rows, n)
-                phi *= m
-                if dphi is not None:
-                    dphi *= m
+            phi, dphi = _nonlinearity(nl, h, need_d, spec, base, l, rows, n)
             V, sv, ab = params.get(l, 1)
             if v is not None:
                 u = (v @ Z) * s
@@ -368,12 +374,7 @@ def _forward(spec, nl, params, X, rows, base, opt, *, records, tape, jac, tangen
             if jac:
                 M = np.broadcast_to(Z * s, (n_rows,) + Z.shape).copy() if l == 0 else np.matmul(M, Z) * s
             if l < L - 1:
-                phi, dphi = nl(h, need_d)
-                if spec.rho < 1:
-                    m = _masks(spec, base, l, rows, n)
-                    phi *= m
-                    if dphi is not None:
-                        dphi *= m
+                phi, dphi = _nonlinearity(nl, h, need_d, spec, base, l, rows, n)
                 if tape is not None:
                     tape.append(dphi)
                 if jac:

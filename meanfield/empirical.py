@@ -139,13 +139,13 @@ class NetworkSpec:
                 raise ValueError("give either widths=[N_0, ..., N_{L-1}] or width= and depth=, not both")
             if isinstance(widths, (int, np.integer)):
                 raise ValueError("widths must be a sequence of layer widths; for equal widths use width= and depth=")
-            widths = [checks.positive_int(n, "every width") for n in widths]
+            widths = [_validate.positive_int("every width", n) for n in widths]
             if not widths:
                 raise ValueError("depth must be at least 1: widths is empty")
         else:
             if width is None or depth is None:
                 raise ValueError("give widths=[N_0, ..., N_{L-1}], or both width= and depth=")
-            widths = [checks.positive_int(width, "width")] * checks.positive_int(depth, "depth")
+            widths = [_validate.positive_int("width", width)] * _validate.positive_int("depth", depth)
         self.widths = tuple(widths)
         if weights not in ("gaussian", "orthogonal"):
             raise ValueError(f"weights must be 'gaussian' or 'orthogonal', got {weights!r}")
@@ -306,7 +306,7 @@ def sample_network(spec: NetworkSpec, d_in: int, rng: np.random.Generator | int 
     """
     if not isinstance(spec, NetworkSpec):
         raise TypeError("spec must be a NetworkSpec")
-    d_in = checks.positive_int(d_in, "d_in")
+    d_in = _validate.positive_int("d_in", d_in)
     if spec.residual and d_in != spec.widths[0]:
         raise ValueError(f"a residual network needs d_in equal to the width {spec.widths[0]}, got {d_in}")
     checks.check_parameters_fit(spec, d_in, _validate.memory_limit(memory_limit))
@@ -419,7 +419,7 @@ def simulate(spec: NetworkSpec, X: ArrayLike, n_networks: int, rng: np.random.Ge
     """
     if not isinstance(spec, NetworkSpec):
         raise TypeError("simulate takes a NetworkSpec (it samples the networks)")
-    n_networks = checks.positive_int(n_networks, "n_networks")
+    n_networks = _validate.positive_int("n_networks", n_networks)
     X = checks.check_inputs(spec, X)
     memory_limit = _validate.memory_limit(memory_limit)
     opt = checks.options(spec, X, pairs, jacobian, gradients, False)
@@ -480,7 +480,7 @@ def empirical_nngp(spec: NetworkSpec, X: ArrayLike, n_networks: int, rng: np.ran
     """
     if not isinstance(spec, NetworkSpec):
         raise TypeError("spec must be a NetworkSpec")
-    n_networks = checks.positive_int(n_networks, "n_networks")
+    n_networks = _validate.positive_int("n_networks", n_networks)
     layer = spec.depth - 1 if layer is None else checks.layer_number(layer, spec.depth)
     X = checks.check_inputs(spec, X)
     memory_limit = _validate.memory_limit(memory_limit)
@@ -541,7 +541,7 @@ def empirical_ntk(spec: NetworkSpec | SampledNetwork, X: ArrayLike, n_networks: 
         spec = spec.spec
     elif isinstance(spec, NetworkSpec):
         networks = None
-        n_networks = checks.positive_int(n_networks, "n_networks")
+        n_networks = _validate.positive_int("n_networks", n_networks)
     else:
         raise TypeError("spec must be a NetworkSpec or a SampledNetwork")
     if spec.rho != 1.0:
