@@ -47,7 +47,7 @@ import sympy as sp
 from .activations import Activation, activation, x
 from .expectations import expectation
 
-__all__ = ["Dense", "dense", "core_expectations", "asymptotic_activation", "local_activation", "is_linear",
+__all__ = ["Dense", "core_expectations", "asymptotic_activation", "local_activation", "is_linear",
            "NoLimitError", "Q_TINY"]
 
 #: Below this variance a zero-bias layer is at its q = 0 limit (see :meth:`Dense.limit`).
@@ -162,10 +162,6 @@ class Dense:
         Going back one layer multiplies ``E||dE/dh||^2`` by it (the squared norm's factor).
         """
         return chi_1 / self.rho
-
-    def backward_from(self, D1):
-        """:meth:`gradient_factor` from ``D1 = E[phi'(u)^2]``."""
-        return self.gradient_factor(self.chi_1_from(D1))
 
     def chi_c_from(self, Dc):
         """``chi_c = sigma_w2 Dc`` from ``Dc = E[phi'(u1) phi'(u2)]`` (Schoenholz et al. 2017, eq. 8)."""
@@ -345,13 +341,6 @@ class Dense:
                 out[i] = float(lim.chi_c(1.0, c[i]))
         return out.reshape(shape)
 
-    def gap(self, q, c, E: Expectations | None = None):
-        """:meth:`gap_from` with the expectations of the provider, at finite ``q > 0``."""
-        E = self.provider(E)
-        V = E("phi2", q)
-        D = E("half_sq_diff", q, q, c=c)
-        return self.gap_from(q, V, D, c)
-
     def _limit_at(self, sw, sb, q):
         """The limit layer of one point (or a stand-in with the same methods).
 
@@ -396,8 +385,3 @@ _NAN = object()
 def _flat(*arrays):
     arrs = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in arrays))
     return arrs[0].shape, [np.array(a, dtype=float).ravel() for a in arrs]
-
-
-def dense(act, sigma_w2, sigma_b2, rho: float = 1.0) -> Dense:
-    """A :class:`Dense` layer from an activation (or its name) and variances."""
-    return Dense(activation(act), sigma_w2, sigma_b2, rho)
