@@ -6,9 +6,8 @@ import numpy as np
 
 from . import _validate, symbolic
 from .activations import Activation, activation
-from .expectations import METHODS
 
-__all__ = ["inputs", "variance", "check_method", "check"]
+__all__ = ["inputs", "variance", "check"]
 
 
 def inputs(name: str, X) -> np.ndarray:
@@ -32,14 +31,6 @@ def variance(name: str, value) -> float:
     return _validate.scalar(name, _validate.nonnegative(name, value))
 
 
-def check_method(value) -> str:
-    """One of :data:`meanfield.expectations.METHODS`."""
-    if value not in METHODS:
-        hint = " ('interpolate' is now called 'quadrature')" if value == "interpolate" else ""
-        raise ValueError(f"method must be one of {METHODS}, got {value!r}{hint}")
-    return value
-
-
 def check(X1, X2, act, depth, sigma_w2, sigma_b2, method, memory_limit, n_arrays: int):
     """Checked arguments of :func:`meanfield.kernels.nngp` and :func:`~meanfield.kernels.ntk`.
 
@@ -58,7 +49,7 @@ def check(X1, X2, act, depth, sigma_w2, sigma_b2, method, memory_limit, n_arrays
         raise ValueError(f"depth must be >= 0 (number of hidden layers), got {depth}")
     sw = variance("sigma_w2", sigma_w2)
     sb = variance("sigma_b2", sigma_b2)
-    check_method(method)
+    _validate.method(method)
     limit = _validate.memory_limit(memory_limit)
     act: Activation = activation(act)
     if n_arrays > 2:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["nonnegative", "scalar", "correlation", "keep_probability", "broadcast", "finish", "memory_limit",
-           "format_bytes", "positive_int", "DEFAULT_MEMORY_LIMIT"]
+           "format_bytes", "positive_int", "method", "METHODS", "DEFAULT_MEMORY_LIMIT"]
+
+#: What ``method=`` may be, everywhere: the closed form where one exists ("auto"), only the closed
+#: form ("exact"), or never the closed form ("quadrature"; for cross-checks).
+METHODS = ("auto", "exact", "quadrature")
 
 #: Bytes of working memory a call may use unless given ``memory_limit`` (the one policy of the package:
 #: kernels, phase diagrams and sampled networks refuse, before any work, what would need more).
@@ -115,3 +119,11 @@ def positive_int(name, value):
     if value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def method(value):
+    """One of :data:`METHODS`, or ValueError listing them."""
+    if not isinstance(value, str) or value not in METHODS:
+        hint = " ('interpolate' is now called 'quadrature')" if value == "interpolate" else ""
+        raise ValueError(f"method must be one of {METHODS}, got {value!r}{hint}")
+    return value

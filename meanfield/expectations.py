@@ -24,7 +24,7 @@ KINDS = {
     "dcov": (2, "E[phi'(u1) phi'(u2)]"),
     "half_sq_diff": (2, "E[(phi(u1) - phi(u2))^2] / 2"),
 }
-METHODS = ("auto", "exact", "quadrature")
+METHODS = _validate.METHODS
 
 
 def expectation(act, kind: str, q1, q2=None, q12=None, method: str = "auto", rtol: float | None = None, c=None):
@@ -51,8 +51,7 @@ def expectation(act, kind: str, q1, q2=None, q12=None, method: str = "auto", rto
     act = activation(act)
     if kind not in KINDS:
         raise ValueError(f"unknown expectation kind {kind!r}; known: {', '.join(KINDS)}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    _validate.method(method)
     nvar = KINDS[kind][0]
     q1 = _validate.nonnegative("q1", q1, allow_empty=True)
     if nvar == 2:
