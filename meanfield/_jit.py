@@ -79,8 +79,8 @@ class _Locator:
         self = cls(py_func, py_file)
         try:
             self.ensure_cache_path()
-        except OSError:
-            return None
+        except OSError:  # never fall back to numba's default, which writes into the package
+            self._path = tempfile.mkdtemp(prefix="meanfield-numba-")
         return self
 
 
