@@ -56,6 +56,8 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
@@ -215,7 +217,7 @@ class PhaseDiagram:
 
     @classmethod
     def load(cls, path):
-        """Read a file written by :meth:`save`."""
+        """Read a file written by :meth:`save` (see :func:`load_phase_diagram`: a clear ValueError for bad files)."""
         return load_phase_diagram(path)
 
     def as_dict(self):
@@ -230,27 +232,177 @@ class PhaseDiagram:
 def load_phase_diagram(path: str | os.PathLike) -> PhaseDiagram:
     """Load a :class:`PhaseDiagram` written by :meth:`PhaseDiagram.save`.
 
+    The whole file is checked before anything is returned: the format version, the type and
+    shape of every field (``(len(sigma_b2), len(sigma_w2))``; ``critical_line``:
+    ``len(sigma_b2)``), the grids (strictly increasing, finite, >= 0), ``rho`` in (0, 1], the
+    phase codes against the phase names stored in the file (files written before a phase was
+    added load with the names they were written with), and the non-finite values each field
+    may hold (q* = inf where the variance diverges, c* NaN where it is undefined, infinite or
+    undefined depth scales).  Nothing is unpickled.
+
     Raises
     ------
+    FileNotFoundError
+        If there is no such file (other errors opening it propagate as :class:`OSError`).
     ValueError
-        If the file is not a phase-diagram file (missing fields or an unknown format).
+        For anything else: a file that is not a phase-diagram ``.npz`` (empty, truncated,
+        garbage, an ``.npy`` array, another archive), an unsupported or missing format
+        version, or a field of the wrong type, shape or values; the message names the file
+        and what is wrong.
     """
-    with np.load(os.fspath(path), allow_pickle=False) as data:
-        missing = [k for k in (*_FIELDS, "format", "activation", "rho", "sigma_w2", "sigma_b2", "phase_code",
-                               "phase_names", "critical_line") if k not in data.files]
-        if missing:
-            raise ValueError(f"{path!s} is not a meanfield phase-diagram file (missing {', '.join(missing)})")
-        if int(data["format"]) != _FORMAT:
-            raise ValueError(f"{path!s}: unsupported phase-diagram format {int(data['format'])}")
-        names = np.asarray(data["phase_names"]).astype(str)
-        values = {k: np.array(data[k]) for k in _FIELDS}
-        return PhaseDiagram(
-            activation=str(data["activation"]), sigma_w2=np.array(data["sigma_w2"]),
-            sigma_b2=np.array(data["sigma_b2"]), rho=float(data["rho"]),
-            phase=names[np.asarray(data["phase_code"], dtype=np.intp)].astype(f"U{max(map(len, names))}"),
-            critical_line=np.array(data["critical_line"]),
-            n_reference=int(data["n_reference"]) if "n_reference" in data.files else 0, **values,
-        )
+    path = os.fspath(path)
+    with open(path, "rb") as fh:
+        arrays = _read_members(path, fh)
+    return _from_members(path, arrays)
+
+
+#: Members every phase-diagram file has (``n_reference`` is optional).
+_MEMBERS = ("format", "activation", "rho", "sigma_w2", "sigma_b2", *_FIELDS, "phase_code", "phase_names",
+            "critical_line")
+#: Non-finite values a field may legitimately hold, as (NaN allowed, +inf allowed); -inf never.
+_NONFINITE = dict(q_star=(False, True), c_star=(True, False), chi_1=(False, True), chi_c=(True, True),
+                  q_slope=(False, True), xi_q=(True, True), xi_c=(True, True), trainable_depth=(True, True),
+                  gradient_factor=(False, True))
+#: What reading a damaged archive or member can raise (zipfile, zlib and numpy's .npy reader).
+_READ_ERRORS = (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error)
+
+
+def _not_ours(path, why):
+    return ValueError(f"{path} is not a meanfield phase-diagram file: {why}")
+
+
+def _bad(path, what):
+    return ValueError(f"{path}: {what}")
+
+
+def _show(arr):
+    """A short description of a stored value for error messages."""
+    if arr.ndim == 0 and arr.dtype.kind in "biufUS":
+        text = repr(arr.item())
+        return text if len(text) <= 40 else text[:37] + "..."
+    return f"a {arr.dtype} array of shape {arr.shape}"
+
+
+def _read_members(path, fh):
+    """The arrays of an ``.npz`` phase-diagram file open as ``fh``, or ValueError."""
+    head = fh.read(8)
+    fh.seek(0)
+    if not head:
+        raise _not_ours(path, "the file is empty")
+    if head.startswith(b"\x93NUMPY"):
+        raise _not_ours(path, "it is a single .npy array, not an .npz archive")
+    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        raise _not_ours(path, "it is not an .npz (zip) archive")
+    try:
+        npz = np.load(fh, allow_pickle=False)
+    except _READ_ERRORS as err:
+        raise _not_ours(path, f"damaged or truncated .npz archive ({type(err).__name__}: {err})") from None
+    with npz:
+        present = set(npz.files)
+        if not present.intersection(_MEMBERS):
+            found = ", ".join(sorted(present)[:5]) + (", ..." if len(present) > 5 else "")
+            raise _not_ours(path, f"none of its fields are there (it holds: {found or 'nothing'})")
+        missing = [k for k in _MEMBERS if k not in present]
+        if missing and missing != ["format"]:
+            raise _not_ours(path, f"missing {', '.join(missing)}")
+        out = {}
+        for key in (*_MEMBERS, "n_reference"):
+            if key in present:
+                try:
+                    out[key] = npz[key]
+                except _READ_ERRORS as err:
+                    raise _not_ours(path, f"member {key} cannot be read ({type(err).__name__}: {err})") from None
+                if not isinstance(out[key], np.ndarray):  # numpy returns the raw bytes of a non-.npy member
+                    raise _not_ours(path, f"member {key} is not an .npy array")
+    return out
+
+
+def _grid_member(path, name, arr):
+    detail = None
+    if arr.dtype.kind not in "fiu" or arr.ndim != 1 or arr.size == 0:
+        detail = f"got {_show(arr)}"
+    else:
+        grid = arr.astype(float)
+        if not np.all(np.isfinite(grid)):
+            detail = f"it has non-finite values ({float(grid[~np.isfinite(grid)][0])!r})"
+        elif np.any(grid < 0):
+            detail = f"it has negative values ({float(grid[grid < 0][0])!r})"
+        elif np.any(np.diff(grid) <= 0):
+            detail = "its values are not strictly increasing"
+    if detail is not None:
+        raise _bad(path, f"{name} must be a strictly increasing 1-D float array of finite variances >= 0; {detail}")
+    return grid
+
+
+def _field_member(path, name, arr, shape):
+    if arr.dtype.kind != "f":
+        raise _bad(path, f"field {name} must be a float array, got {_show(arr)}")
+    if arr.shape != shape:
+        raise _bad(path, f"field {name} has shape {arr.shape}, expected {shape} = (len(sigma_b2), len(sigma_w2))")
+    values = arr.astype(float)
+    nan_ok, inf_ok = _NONFINITE[name]
+    for bad, what, ok in ((np.isnan(values), "NaN", nan_ok), (np.isposinf(values), "+inf", inf_ok),
+                          (np.isneginf(values), "-inf", False)):
+        if not ok and bad.any():
+            allowed = " and ".join(w for w, o in (("NaN", nan_ok), ("+inf", inf_ok)) if o)
+            i, j = np.argwhere(bad)[0]
+            raise _bad(path, f"field {name} has a {what} value at [{i}, {j}]; non-finite values allowed there: "
+                             f"{allowed}")
+    if name == "q_star" and np.any(values < 0):
+        raise _bad(path, "field q_star has negative values (a variance is >= 0)")
+    return values
+
+
+def _from_members(path, a):
+    """Validate the arrays of a phase-diagram file and build the diagram."""
+    if "format" not in a:
+        raise _bad(path, "phase-diagram format version missing (not written by PhaseDiagram.save?)")
+    fmt = a["format"]
+    if fmt.shape != () or fmt.dtype.kind not in "iu":
+        raise _bad(path, f"phase-diagram format version must be an integer, got {_show(fmt)}")
+    if int(fmt) != _FORMAT:
+        raise _bad(path, f"unsupported phase-diagram format version {int(fmt)} "
+                         f"(this meanfield reads version {_FORMAT})")
+    act = a["activation"]
+    if act.shape != () or act.dtype.kind != "U" or not str(act):
+        raise _bad(path, f"activation must be a non-empty string, got {_show(act)}")
+    rho = a["rho"]
+    if rho.shape != () or rho.dtype.kind not in "fiu" or not 0 < float(rho) <= 1:
+        raise _bad(path, f"rho (dropout keep probability) must be a number in (0, 1], got {_show(rho)}")
+    sw = _grid_member(path, "sigma_w2", a["sigma_w2"])
+    sb = _grid_member(path, "sigma_b2", a["sigma_b2"])
+    shape = (sb.size, sw.size)
+    values = {name: _field_member(path, name, a[name], shape) for name in _FIELDS}
+    names = a["phase_names"]
+    if names.ndim != 1 or names.dtype.kind != "U" or names.size == 0:
+        raise _bad(path, f"phase_names must be a 1-D array of phase names, got {_show(names)}")
+    names = names.tolist()
+    if len(set(names)) != len(names) or not set(names) <= set(PHASES):
+        raise _bad(path, f"phase_names must be distinct names from meanfield.phase.PHASES {PHASES}, got {names}")
+    codes = a["phase_code"]
+    expected = f"phase codes must be integers in 0..{len(names) - 1} (indices into phase_names)"
+    if codes.dtype.kind not in "iu":
+        raise _bad(path, f"{expected}, got {_show(codes)}")
+    if codes.shape != shape:
+        raise _bad(path, f"field phase_code has shape {codes.shape}, expected {shape} = (len(sigma_b2), len(sigma_w2))")
+    out_of_range = (codes < 0) | (codes >= len(names))
+    if out_of_range.any():
+        raise _bad(path, f"{expected}, got {int(codes[out_of_range][0])}")
+    line = a["critical_line"]
+    if line.dtype.kind not in "fiu":
+        raise _bad(path, f"critical_line must be a float array, got {_show(line)}")
+    if line.shape != (sb.size,):
+        raise _bad(path, f"critical_line has shape {line.shape}, expected ({sb.size},) = (len(sigma_b2),)")
+    line = line.astype(float)
+    if np.any(np.isinf(line) | (line < 0)):
+        raise _bad(path, "critical_line must hold finite sigma_w2 values >= 0 (NaN where there is none)")
+    n_ref = a.get("n_reference", np.array(0))
+    if n_ref.shape != () or n_ref.dtype.kind not in "iu" or not 0 <= int(n_ref) <= sb.size * sw.size:
+        raise _bad(path, f"n_reference must be a non-negative integer, at most the number of grid points "
+                         f"({sb.size * sw.size}), got {_show(n_ref)}")
+    phase = np.array(names, dtype=f"U{max(map(len, PHASES))}")[codes]
+    return PhaseDiagram(activation=str(act), sigma_w2=sw, sigma_b2=sb, rho=float(rho), phase=phase,
+                        critical_line=line, n_reference=int(n_ref), **values)
 
 
 def phase_diagram(act: ActivationLike = "tanh", sigma_w2: ArrayLike | None = None, sigma_b2: ArrayLike | None = None,

@@ -237,3 +237,183 @@ def test_critical_trainable_depth_interpolates_the_grid():
     near = pd.critical_trainable_depth(0.05)
     ref = mf.analyze("tanh", 1.05 * pd.critical_line, pd.sigma_b2).trainable_depth
     np.testing.assert_allclose(near, ref, rtol=1e-2)  # linear interpolation on a 0.01 grid
+
+
+# --- loading: every file save writes, and one clear ValueError for anything else ---
+
+_ALL_FIELDS = ("sigma_w2", "sigma_b2", "q_star", "c_star", "chi_1", "chi_c", "q_slope", "xi_q", "xi_c",
+               "trainable_depth", "gradient_factor", "critical_line")
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A real tanh diagram on a 5 x 6 grid with sigma_b2 = 0 (pseudo-linear points), and its file."""
+    pd = phase_diagram("tanh", np.linspace(0.5, 3, 6), [0.0, 0.25, 0.5, 1.0, 2.0])
+    path = tmp_path_factory.mktemp("saved") / "tanh.npz"
+    pd.save(path)
+    return pd, path
+
+
+def _members(path):
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _assert_same(back, pd):
+    assert back.activation == pd.activation and back.rho == pd.rho and back.n_reference == pd.n_reference
+    for field in _ALL_FIELDS:
+        np.testing.assert_array_equal(getattr(back, field), getattr(pd, field), err_msg=field)  # NaN == NaN
+        assert getattr(back, field).dtype == np.float64, field
+    np.testing.assert_array_equal(back.phase, pd.phase)
+
+
+def test_round_trip_with_every_phase_code(saved):
+    pd, path = saved
+    assert {"pseudo-linear", "ordered", "chaotic"} <= set(pd.phase.ravel())
+    assert np.isnan(pd.c_star).any() and np.isnan(pd.trainable_depth).any() and np.isinf(pd.xi_c).any()
+    _assert_same(load_phase_diagram(path), pd)
+    _assert_same(diagram.PhaseDiagram.load(str(path)), pd)
+
+
+def test_loads_files_written_before_the_pseudo_linear_phase(tmp_path):
+    # older files store the four phase names of their time; codes index the stored names
+    pd = phase_diagram("erf", np.linspace(0.5, 3, 4), [0.1, 1.0])
+    pd.save(tmp_path / "new.npz")
+    old = _members(tmp_path / "new.npz")
+    old["phase_names"] = np.array(diagram.PHASES[:4])
+    del old["n_reference"]  # optional
+    np.savez(tmp_path / "old.npz", **old)
+    back = load_phase_diagram(tmp_path / "old.npz")
+    np.testing.assert_array_equal(back.phase, pd.phase)
+    assert back.n_reference == 0
+
+
+def test_codes_follow_the_stored_names(saved, tmp_path):
+    pd, path = saved
+    arrays = _members(path)
+    order = [3, 1, 4, 0, 2]  # stored names in another order, codes renumbered to match
+    arrays["phase_names"] = np.array(diagram.PHASES)[order]
+    arrays["phase_code"] = np.argsort(order)[arrays["phase_code"]].astype(np.int8)
+    np.savez(tmp_path / "perm.npz", **arrays)
+    np.testing.assert_array_equal(load_phase_diagram(tmp_path / "perm.npz").phase, pd.phase)
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("phase_code", lambda a: np.full_like(a, -1), r"phase codes must be integers in 0\.\.4"),
+    ("phase_code", lambda a: np.full_like(a, 5), r"phase codes must be integers in 0\.\.4"),
+    ("phase_code", lambda a: a.astype(float), r"phase codes must be integers in 0\.\.4"),
+    ("phase_code", lambda a: a[:, :3], r"field phase_code has shape \(5, 3\), expected \(5, 6\)"),
+    ("phase_names", lambda a: np.array(diagram.PHASES[:4]), r"phase codes must be integers in 0\.\.3"),
+    ("phase_names", lambda a: np.array([*a[:4], "frozen"]), "phase_names must be distinct names from meanfield"),
+    ("phase_names", lambda a: np.array([*a[:4], a[0]]), "phase_names must be distinct names from meanfield"),
+    ("phase_names", lambda a: np.arange(5), "phase_names must be a 1-D array of phase names"),
+    ("q_star", lambda a: np.ones((2, 2)),
+     r"field q_star has shape \(2, 2\), expected \(5, 6\) = \(len\(sigma_b2\), len\(sigma_w2\)\)"),
+    ("q_star", lambda a: a.T, r"field q_star has shape \(6, 5\), expected \(5, 6\)"),
+    ("q_star", lambda a: np.array("1.0"), "field q_star must be a float array"),
+    ("c_star", lambda a: np.zeros((5, 6), dtype=int), "field c_star must be a float array"),
+    ("xi_c", lambda a: a.astype(complex), "field xi_c must be a float array"),
+    ("q_star", lambda a: np.where(a == a.max(), np.nan, a), "field q_star has a NaN value"),
+    ("q_star", lambda a: -a, "field q_star has negative values"),
+    ("chi_1", lambda a: np.where(a == a.max(), -np.inf, a), "field chi_1 has a -inf value"),
+    ("c_star", lambda a: np.where(a == 1, np.inf, a), r"field c_star has a \+inf value .* allowed there: NaN"),
+    ("sigma_w2", lambda a: a[::-1], "sigma_w2 must be a strictly increasing 1-D float array"),
+    ("sigma_w2", lambda a: a.reshape(2, 3), "sigma_w2 must be a strictly increasing 1-D float array"),
+    ("sigma_w2", lambda a: a.astype(str), "sigma_w2 must be a strictly increasing 1-D float array"),
+    ("sigma_w2", lambda a: np.where(a == a.max(), np.nan, a), "sigma_w2 .* non-finite values"),
+    ("sigma_b2", lambda a: np.where(a == a.max(), np.inf, a), "sigma_b2 .* non-finite values"),
+    ("sigma_b2", lambda a: a - 1, "sigma_b2 .* negative values"),
+    ("sigma_b2", lambda a: a[:0], "sigma_b2 must be a strictly increasing 1-D float array"),
+    ("format", _DROP, "format version missing"),
+    ("format", lambda a: np.array(2), "unsupported phase-diagram format version 2"),
+    ("format", lambda a: np.array("1"), "format version must be an integer"),
+    ("rho", lambda a: np.array(0.0), r"rho \(dropout keep probability\) must be a number in \(0, 1\]"),
+    ("rho", lambda a: np.array(1.5), r"must be a number in \(0, 1\]"),
+    ("rho", lambda a: np.array(np.nan), r"must be a number in \(0, 1\]"),
+    ("rho", lambda a: np.array([1.0, 1.0]), r"must be a number in \(0, 1\]"),
+    ("activation", lambda a: np.array(3), "activation must be a non-empty string"),
+    ("activation", lambda a: np.array(["tanh", "erf"]), "activation must be a non-empty string"),
+    ("activation", lambda a: np.array(""), "activation must be a non-empty string"),
+    ("critical_line", lambda a: a[:3], r"critical_line has shape \(3,\), expected \(5,\) = \(len\(sigma_b2\),\)"),
+    ("critical_line", lambda a: np.array("x"), "critical_line must be a float array"),
+    ("critical_line", lambda a: np.full_like(a, np.inf), "critical_line must hold finite sigma_w2 values"),
+    ("n_reference", lambda a: np.array(-1), "n_reference must be a non-negative integer"),
+    ("n_reference", lambda a: np.array(0.5), "n_reference must be a non-negative integer"),
+    ("n_reference", lambda a: np.array(31), "n_reference must be a non-negative integer"),
+    ("q_star", _DROP, "not a meanfield phase-diagram file: missing q_star"),
+    ("phase_names", _DROP, "not a meanfield phase-diagram file: missing phase_names"),
+])
+def test_load_rejects_corrupt_contents(saved, tmp_path, key, value, match):
+    _, path = saved
+    arrays = _members(path)
+    if value is _DROP:
+        del arrays[key]
+    else:
+        arrays[key] = value(arrays[key])
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    with pytest.raises(ValueError, match=match) as err:
+        load_phase_diagram(bad)
+    assert str(bad) in str(err.value)  # the message names the file
+
+
+def _truncated(path, src):
+    data = src.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def _random_bytes(path, src):
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+
+
+def _zip_garbage(path, src):  # zip magic, then nothing sensible
+    path.write_bytes(b"PK\x03\x04" + bytes(200))
+
+
+def _pickled_member(path, src):
+    arrays = _members(src)
+    arrays["q_star"] = np.array([{"a": 1}], dtype=object)
+    np.savez(path, **arrays)
+
+
+def _not_npy_member(path, src):
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(path, "w") as zout:
+        for item in zin.infolist():
+            zout.writestr(item, b"garbage" if item.filename == "q_star.npy" else zin.read(item))
+
+
+def _npy_content(path, src):  # an .npy array under the .npz name
+    with path.open("wb") as fh:
+        np.save(fh, np.zeros(3))
+
+
+@pytest.mark.parametrize("make", [
+    _truncated, _random_bytes, _zip_garbage, _pickled_member, _not_npy_member,
+    lambda path, src: path.write_bytes(b""),
+    _npy_content,
+    lambda path, src: np.savez(path, a=np.zeros(2)),
+], ids=["truncated", "random-bytes", "zip-garbage", "pickled-member", "not-npy-member", "empty", "npy",
+        "unrelated-zip"])
+def test_load_rejects_files_that_are_not_phase_diagrams(saved, tmp_path, make):
+    bad = tmp_path / "bad.npz"
+    make(bad, saved[1])
+    assert bad.exists()
+    with pytest.raises(ValueError, match="not a meanfield phase-diagram file") as err:
+        load_phase_diagram(bad)
+    assert str(bad) in str(err.value)
+
+
+def test_load_rejects_npy_file(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((5, 6)))
+    with pytest.raises(ValueError, match="not a meanfield phase-diagram file: it is a single .npy array"):
+        load_phase_diagram(tmp_path / "x.npy")
+
+
+def test_load_missing_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_phase_diagram(tmp_path / "absent.npz")
