@@ -103,7 +103,8 @@ def local_activation(act: Activation) -> Activation | None:
     ``phi(0) = 0``).  None where both slopes are 0 (then the limit depends on higher orders).
     """
     dphi = act.derivative(1)
-    s_plus, s_minus = (float(v) for v in dphi(np.array([1e-150, -1e-150])))
+    # a slope that vanishes with its argument (phi = x^2: phi'(1e-150) = 2e-150) is 0
+    s_plus, s_minus = (float(v) if abs(v) > 1e-100 else 0.0 for v in dphi(np.array([1e-150, -1e-150])))
     if s_plus == 0.0 and s_minus == 0.0:
         return None
     return _two_slopes(s_plus, s_minus)
@@ -233,7 +234,8 @@ class Dense:
         elif q <= Q_TINY and float(self.sigma_b2) == 0.0 and float(self.act.phi(np.zeros(1))[0]) == 0.0:
             psi = local_activation(self.act)
             if psi is None:
-                raise NoLimitError(f"{self.act.name!r} has phi'(0) = 0: no limiting correlation map at q = 0")
+                raise NoLimitError(f"{self.act.name!r} has phi'(0) = 0 on both sides: its zero-bias correlation map "
+                                   "at q* = 0 is that of a higher-degree local form, not computed here")
         else:
             return None
         v = float(expectation(psi, "phi2", 1.0))

@@ -191,3 +191,12 @@ def test_sampled_zero_bias_networks_follow_the_zero_bias_theory():
     assert abs(c_sim[:, -1].mean() - theory[-1]) < 4 * se + 0.01, (c_sim[:, -1].mean(), theory[-1], se)
     # any small positive bias would drive c to 1; at width 600 c diffuses around the frozen value
     assert theory[-1] < 0.6 and 1 - c_sim[:, -1].mean() > 10 * se
+
+
+def test_zero_bias_with_a_flat_origin_is_refused_clearly():
+    # phi = x^2 has phi'(0) = 0: no piecewise-linear local form; c* is NaN with a warning, not a crash
+    with pytest.warns(RuntimeWarning, match="phi'\\(0\\) = 0"):
+        p = mf.analyze("monomial", 0.3, 0.0)
+    assert p.q_star == 0.0 and math.isnan(p.c_star) and math.isnan(p.chi_c)
+    pd = mf.phase_diagram("monomial", [0.3], [0.0])
+    assert math.isnan(pd.c_star[0, 0]) and pd.q_star[0, 0] == 0.0
