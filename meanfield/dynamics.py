@@ -62,9 +62,17 @@ class Propagation:
         return self.q1
 
 
+def _check_size(n_floats, memory_limit, what):
+    """Refuse, before allocating, per-layer arrays larger than ``memory_limit`` bytes."""
+    limit = _validate.memory_limit(memory_limit)
+    if 8.0 * n_floats > limit:
+        raise ValueError(f"{what} would need {_validate.format_bytes(8.0 * n_floats)} for its per-layer arrays, more "
+                         f"than memory_limit = {_validate.format_bytes(limit)}: use fewer layers or raise memory_limit")
+
+
 def propagate(act: ActivationLike, q0: ArrayLike | tuple = 1.0, c0: ArrayLike = 0.5, depth: int = 50,
               sigma_w2: ArrayLike = 1.76, sigma_b2: ArrayLike = 0.05, rho: float = 1.0,
-              method: str = "auto") -> Propagation:
+              method: str = "auto", memory_limit: float | None = None) -> Propagation:
     """Iterate the variance and correlation maps through ``depth`` layers (Poole et al. 2016).
 
     ``q^l = sigma_w2/rho E[phi(sqrt(q^{l-1}) z)^2] + sigma_b2`` (eq. 3) for each input and
@@ -85,6 +93,9 @@ def propagate(act: ActivationLike, q0: ArrayLike | tuple = 1.0, c0: ArrayLike = 
     rho : float
         Dropout keep probability (Schoenholz et al. 2017, Sec. 5).
     method : {"auto", "exact", "quadrature"}
+    memory_limit : float, optional
+        Bytes the per-layer arrays may take (default :data:`meanfield._validate.DEFAULT_MEMORY_LIMIT`);
+        a larger request is refused, with its size, before anything is computed.
 
     Returns
     -------
@@ -105,6 +116,7 @@ def propagate(act: ActivationLike, q0: ArrayLike | tuple = 1.0, c0: ArrayLike = 
     sw = _validate.nonnegative("sigma_w2", sigma_w2)
     sb = _validate.nonnegative("sigma_b2", sigma_b2)
     shape, (qa, qb, c0, sw, sb) = _validate.broadcast(qa, qb, c0, sw, sb)
+    _check_size(4 * (depth + 1) * qa.size, memory_limit, "propagate")
     q1 = np.empty((depth + 1, qa.size))
     q2 = np.empty_like(q1)
     q12 = np.empty_like(q1)
@@ -246,7 +258,8 @@ def describe_factor(per_layer: float, depth: int, overall: float | None = None, 
 
 def gradient_growth(act: ActivationLike, depth: int = 100, sigma_w2: float = 1.76, sigma_b2: float = 0.05,
                     rho: float = 1.0, residual: bool = False, sigma_v2: float = 1.0,
-                    sigma_a2: float = 0.0, q0: float | None = None, method: str = "auto") -> GradientGrowth:
+                    sigma_a2: float = 0.0, q0: float | None = None, method: str = "auto",
+                    memory_limit: float | None = None) -> GradientGrowth:
     """Growth of the mean squared gradient norm over depth (Schoenholz et al. 2017, Sec. 4).
 
     Plain networks: going back one layer multiplies ``E||dE/dh^l||^2`` by
@@ -273,6 +286,8 @@ def gradient_growth(act: ActivationLike, depth: int = 100, sigma_w2: float = 1.7
     q0 : float, optional
         Input variance (``p^0`` for residual networks).
     method : {"auto", "exact", "quadrature"}
+    memory_limit : float, optional
+        Bytes the per-layer arrays may take (default :data:`meanfield._validate.DEFAULT_MEMORY_LIMIT`).
 
     Returns
     -------
@@ -287,6 +302,7 @@ def gradient_growth(act: ActivationLike, depth: int = 100, sigma_w2: float = 1.7
     for name, v in (("sigma_w2", sigma_w2), ("sigma_b2", sigma_b2)):
         if np.ndim(v) != 0:
             raise ValueError(f"{name} must be a single number here")
+    _check_size(4 * depth, memory_limit, "gradient_growth")
     layers = np.arange(1, depth + 1)
     if residual:
         if rho != 1.0:

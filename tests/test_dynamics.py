@@ -135,3 +135,14 @@ def test_bad_inputs():
         gradient_growth("tanh", depth=5).depth_for(1.0)
     with pytest.raises(ValueError, match="diverges"):
         gradient_growth("relu", depth=5, sigma_w2=3.0, sigma_b2=0.1)
+
+
+def test_absurd_depths_are_refused_before_allocating():
+    # 1e9 layers of four float64 arrays is 32 GB: refused with the size, at once
+    with pytest.raises(ValueError, match=r"propagate would need 32 GB .* memory_limit"):
+        propagate("tanh", depth=10**9)
+    with pytest.raises(ValueError, match=r"gradient_growth would need 32 GB"):
+        gradient_growth("tanh", depth=10**9)
+    with pytest.raises(ValueError, match="memory_limit must be a positive number"):
+        propagate("tanh", depth=5, memory_limit=float("nan"))
+    assert propagate("tanh", depth=5, memory_limit=1e6).q.shape == (6,)
