@@ -15,7 +15,7 @@ import threading
 import numpy as np
 
 from ._jit import jit
-from ._solvers import bracketed_roots, q_star_search
+from ._solvers import bracketed_roots, q_ceiling, q_star_search
 from .activations import Activation
 from .expectations import expectation
 from .layers import Dense
@@ -364,7 +364,7 @@ class Engine:
         q0 = np.ones(w.size) if q0 is None else q0
         layer = Dense(self.act, w, b, rho)
         value, converged, _, _ = q_star_search(
-            lambda q, idx: layer.select(idx).variance(self.one_dim(("phi2",), q)[0]), q0)
+            lambda q, idx: layer.select(idx).variance(self.one_dim(("phi2",), q)[0]), q0, q_ceiling(self.act))
         return value, converged
 
     # ---- correlation fixed point ----

@@ -12,11 +12,17 @@ from scipy import optimize
 
 from .layers import Dense, core_expectations, is_linear
 
-__all__ = ["bracketed_roots", "q_star_search", "c_star_point", "critical_candidates", "critical_search", "Q_MAX",
+__all__ = ["bracketed_roots", "q_star_search", "q_ceiling", "c_star_point", "critical_candidates", "critical_search",
+           "Q_MAX", "Q_BOUNDED",
            "STEP"]
 
 #: Variances above this count as divergent (q_star = inf).
 Q_MAX = 1e30
+#: Above this a variance counts as divergent for activations that grow at least linearly.  Those
+#: that grow more slowly (bounded: tanh, erf, sigmoid; or sublinear) cannot diverge, and their
+#: fixed point is searched up to :data:`Q_BOUNDED` (``q* ~ sigma_w2 sup phi^2`` can be ~1e31).
+Q_BOUNDED = 1e305
+
 #: Largest factor of one step of the upward bracket search.
 STEP = 8.0
 
@@ -65,13 +71,18 @@ def bracketed_roots(F, lo, hi, flo, fhi, rel_tol=1e-14, max_iter=200):
 
 
 
-def q_star_search(qmap, q0):
+def q_ceiling(act) -> float:
+    """:data:`Q_MAX` for activations that grow at least linearly, :data:`Q_BOUNDED` for slower ones."""
+    return Q_BOUNDED if act.slopes == (0.0, 0.0) else Q_MAX
+
+
+def q_star_search(qmap, q0, q_max=Q_MAX):
     """Fixed points of the variance maps reached from ``q0``, for flat arrays of points.
 
     ``qmap(q, idx)`` evaluates the variance map of points ``idx`` at ``q`` (the layer rule,
     :meth:`meanfield.layers.Dense.variance`, with any expectation provider).  Steps geometrically from q0 in the
-    direction the map moves until the sign of ``F = w phi2 + b - q`` changes (up to :data:`Q_MAX`,
-    beyond which the variance diverges), then closes the bracket.  Returns
+    direction the map moves until the sign of ``F = w phi2 + b - q`` changes (up to ``q_max``,
+    beyond which the variance diverges; see :func:`q_ceiling`), then closes the bracket.  Returns
     ``(value, converged, iterations, diverged)``.
     """
     q0 = np.asarray(q0, dtype=float)
@@ -115,7 +126,7 @@ def q_star_search(qmap, q0):
             target = np.where(clear & (secant < 0), cur - fc / secant, np.inf)
         prev_q, prev_f = np.where(clear, cur, prev_q), np.where(clear, fc, prev_f)
         cur = np.clip(np.nan_to_num(target, nan=np.inf, posinf=np.inf), 1.05 * cur, STEP * cur)
-        over = cur > Q_MAX
+        over = cur > q_max
         diverged[up[over]] = True
         value[up[over]] = np.inf
         keep = ~over
@@ -267,7 +278,7 @@ def critical_search(act, one_dim, sb, rho, q0=1.0):
         if ok.any():
             layer = Dense(act, sw[ok], sb[rows[ok]], rho)
             reached[ok] = q_star_search(lambda q, idx, layer=layer: layer.select(idx).variance(one_dim(q)[0]),
-                                        np.full(np.count_nonzero(ok), float(q0)))[0]
+                                        np.full(np.count_nonzero(ok), float(q0)), q_ceiling(act))[0]
         # accepted if chi_1 = 1 at the fixed point actually reached (for relu every q is fixed)
         chi_reached = np.full(rows.size, np.nan)
         fin = ok & np.isfinite(reached)

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _validate
-from ._solvers import Q_MAX, c_star_point, q_star_search
+from ._solvers import Q_MAX, c_star_point, q_ceiling, q_star_search
 from .activations import ActivationLike, activation
 from .layers import Dense, NoLimitError, core_expectations
 
@@ -76,7 +76,8 @@ def q_star(act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike, rho: f
     -------
     float or ndarray (and FixedPointInfo)
         ``inf`` where the variance grows without bound (e.g. relu with sigma_w2 > 2): a result,
-        not an error.  Values above :data:`Q_MAX` count as divergent.
+        not an error.  Values above :data:`Q_MAX` count as divergent for activations that grow at
+        least linearly; bounded and sublinear ones cannot diverge and are followed much further.
     """
     act = activation(act)
     rho = _validate.keep_probability(rho)
@@ -105,7 +106,8 @@ def solve_q_star(layer: Dense, q0, E=None, method: str = "auto"):
     E = layer.provider(E) if E is not None else _core(layer, method)
     value, converged, iters, diverged = q_star_search(
         lambda q, idx: layer.select(idx).variance(E("phi2", q)), np.broadcast_to(np.asarray(q0, float),
-                                                                                 np.shape(layer.sigma_w2)))
+                                                                                 np.shape(layer.sigma_w2)),
+        q_ceiling(layer.act))
     slope = np.full(value.size, np.nan)
     fin = np.isfinite(value)
     act = layer.act

@@ -173,3 +173,14 @@ def test_zero_bias_with_dropout_is_the_zero_bias_network_not_the_small_bias_limi
     # tanh is smooth at 0: the zero-bias network is pseudo-linear, c' = rho c, so c* = 0, chi_c = rho
     p = mf.analyze("tanh", 0.4, 0.0, rho=0.9)
     assert p.phase == "pseudo-linear" and abs(p.c_star) < 1e-12 and p.chi_c == pytest.approx(0.9, rel=1e-12)
+
+
+def test_bounded_activations_never_count_as_divergent():
+    # tanh at sigma_w2 = 1e31: q* = sigma_w2 E[tanh^2] ~ sigma_w2 (1 - O(q^-1/2)), far above the divergence
+    # ceiling of unbounded activations; chi_1 from Laplace's method: E[sech^4(sqrt(q) z)] ~ (4/3) / sqrt(2 pi q)
+    p = mf.analyze("tanh", 1e31, 0.0)
+    assert p.phase == "chaotic" and p.q_star == pytest.approx(1e31, rel=1e-12)
+    assert p.chi_1 == pytest.approx(1e31 * (4 / 3) / np.sqrt(2 * np.pi * 1e31), rel=1e-6)
+    assert mf.q_star("sigmoid", 1e31, 0.0) == pytest.approx(0.5e31, rel=1e-12)
+    assert mf.phase_diagram("tanh", [1e31], [0.0]).q_star[0, 0] == pytest.approx(1e31, rel=1e-12)
+    assert mf.q_star("relu", 3.0, 0.1) == np.inf  # unbounded activations still diverge
