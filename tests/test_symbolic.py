@@ -89,3 +89,10 @@ def test_sin_cos_closed_forms_at_large_variances():
         # (last entry: the exponent -10 comes from c = q12 / sqrt(q1 q2) times 1e5, so rounding of c
         # is amplified to ~1e-11 relative)
         np.testing.assert_allclose(got, ref, rtol=1e-10)
+
+
+def test_erf_slope_keeps_its_precision_at_large_variance():
+    # d/dq (2/pi) asin(2q/(1+2q)) = 4 / (pi (1 + 2q) sqrt(1 + 4q)), without cancellation
+    for v in (1e-6, 1.0, 1e6, 1e8, 1e12):
+        exact = 4 / (np.pi * (1 + 2 * v) * np.sqrt(1 + 4 * v))
+        assert mf.q_map_slope(v, "erf", 1.0, 0.0) == pytest.approx(exact, rel=1e-13)
