@@ -580,6 +580,9 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, OSError) as err:
         print(f"meanfield: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: no traceback, the shell's exit code for SIGINT
+        print("meanfield: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

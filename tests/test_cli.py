@@ -321,3 +321,15 @@ def test_phase_unknown_figure_type_fails_first(tmp_path, capsys):
     code, out, _ = run(capsys, "phase", "--sigma-w2", "1,2", "--sigma-b2", "0.1", "--output",
                        str(tmp_path / "run1.5"), "--json")
     assert code == 0 and json.loads(out)["figure"].endswith("run1.5.png")
+
+
+def test_ctrl_c_exits_quietly_with_130(monkeypatch, capsys):
+    import meanfield
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(meanfield, "analyze", interrupted)
+    assert main(["point", "tanh", "--sigma-w2", "1.5", "--sigma-b2", "0.05"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
