@@ -126,18 +126,33 @@ def propagate(act: ActivationLike, q0: ArrayLike | tuple = 1.0, c0: ArrayLike = 
     rule, E = Dense(act, sw, sb, rho), core_expectations(act, method)
     for layer in range(1, depth + 1):
         a, b, cc = q1[layer - 1], q2[layer - 1], c[layer - 1]
-        q1[layer] = rule.q_map(a, E)
-        q2[layer] = rule.q_map(b, E)
-        q12[layer] = rule.covariance(E("cov", a, b, c=cc))
+        # a variance past float64's range (a divergent network, e.g. relu with sigma_w2 > 2 after
+        # ~1750 layers) stays inf, and its correlation follows the map's q = inf limit
+        fin = np.isfinite(a) & np.isfinite(b)
+        q1[layer, ~fin] = q2[layer, ~fin] = np.inf
+        if (~fin).any():
+            c[layer, ~fin] = rule.select(~fin).c_map(np.inf, cc[~fin], E)
+            with np.errstate(invalid="ignore"):
+                q12[layer, ~fin] = c[layer, ~fin] * np.inf
+        if not fin.any():
+            continue
+        f = rule.select(fin)
+        a, b, cc = a[fin], b[fin], cc[fin]
+        with np.errstate(over="ignore"):
+            n1, n2, n12 = f.q_map(a, E), f.q_map(b, E), f.covariance(E("cov", a, b, c=cc))
+        q1[layer, fin], q2[layer, fin], q12[layer, fin] = n1, n2, n12
         # both variances collapsed (below Q_TINY) with zero bias: the map's q = 0 limit, exact for
         # the relu family and O(q) off for a smooth phi, where the direct integrals underflow
-        same = (np.maximum(a, b) <= Q_TINY) & (sb == 0)
+        same = (np.maximum(a, b) <= Q_TINY) & (f.sigma_b2 == 0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            den = np.sqrt(q1[layer]) * np.sqrt(q2[layer])  # no underflow of the product for tiny q
-            c[layer] = np.where(den > 0, q12[layer] / np.where(den > 0, den, 1.0), 1.0)
+            den = np.sqrt(n1) * np.sqrt(n2)  # no underflow or overflow of the product
+            cn = np.where(den > 0, n12 / np.where(den > 0, den, 1.0), 1.0)
         if same.any():  # both variances collapsed to 0 with zero bias: the map's limit
-            c[layer, same] = rule.select(same).c_map(0.0, cc[same], E)
-        c[layer] = np.clip(c[layer], -1.0, 1.0)
+            cn[same] = f.select(same).c_map(0.0, cc[same], E)
+        over = ~(np.isfinite(n1) & np.isfinite(n2) & np.isfinite(n12))
+        if over.any():  # the new variance or covariance overflowed: the map's q = inf limit
+            cn[over] = f.select(over).c_map(np.inf, cc[over], E)
+        c[layer, fin] = np.clip(cn, -1.0, 1.0)
     out_shape = (depth + 1, *shape)
     return Propagation(layers=np.arange(depth + 1), q1=q1.reshape(out_shape), q2=q2.reshape(out_shape),
                        q12=q12.reshape(out_shape), c=c.reshape(out_shape))

@@ -62,16 +62,16 @@ def expectation(act, kind: str, q1, q2=None, q12=None, method: str = "auto", rto
             c = _validate.correlation("c", c, allow_empty=True)
         else:
             q12 = np.asarray(q12, dtype=float)
-            if not np.all(np.isfinite(q12)) or np.any(np.abs(q12) > np.sqrt(q1 * q2) * (1 + 1e-12)):
+            if not np.all(np.isfinite(q12)) or np.any(np.abs(q12) > (np.sqrt(q1) * np.sqrt(q2)) * (1 + 1e-12)):
                 raise ValueError("q12 must be finite with |q12| <= sqrt(q1 q2) (a covariance)")
-            q12 = np.clip(q12, -np.sqrt(q1 * q2), np.sqrt(q1 * q2))
+            q12 = np.clip(q12, -(np.sqrt(q1) * np.sqrt(q2)), (np.sqrt(q1) * np.sqrt(q2)))
     if kind in ("dphi2", "slope", "dcov"):
         act.derivative(1)
     if nvar == 2 and c is not None:
         if q12 is not None:
             raise ValueError("give q12 or c, not both")
         q1, q2, c = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (q1, q2, c)))
-        q12 = c * np.sqrt(q1 * q2)
+        q12 = c * (np.sqrt(q1) * np.sqrt(q2))
     if method != "quadrature":
         exact = _exact(act, kind, q1, q2, q12)
         if exact is not None:

@@ -95,9 +95,9 @@ def cov_map(q1: ArrayLike, q2: ArrayLike, q12: ArrayLike, act: ActivationLike, s
     q2 = _validate.nonnegative("q2", q2)
     q12 = np.asarray(q12, dtype=float)
     shape, (q1, q2, q12, sw, sb) = _validate.broadcast(q1, q2, q12, sw, sb)
-    if not np.all(np.isfinite(q12)) or np.any(np.abs(q12) > np.sqrt(q1 * q2) * (1 + 1e-12)):
+    if not np.all(np.isfinite(q12)) or np.any(np.abs(q12) > (np.sqrt(q1) * np.sqrt(q2)) * (1 + 1e-12)):
         raise ValueError("q12 must satisfy |q12| <= sqrt(q1 q2) (a covariance)")
-    q12 = np.clip(q12, -np.sqrt(q1 * q2), np.sqrt(q1 * q2))
+    q12 = np.clip(q12, -(np.sqrt(q1) * np.sqrt(q2)), (np.sqrt(q1) * np.sqrt(q2)))
     layer, E = _layer(act, sw, sb, rho, method)
     with np.errstate(divide="ignore", invalid="ignore"):
         c = np.where(q1 * q2 > 0, q12 / np.sqrt(np.where(q1 * q2 > 0, q1 * q2, 1.0)), 0.0)

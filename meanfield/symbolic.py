@@ -202,7 +202,7 @@ def numeric(act: Activation, kind: str):
 
     def fn(a, b, ab):
         a, b, ab = np.broadcast_arrays(*(np.asarray(t, dtype=float) for t in (a, b, ab)))
-        s = np.sqrt(a * b)
+        s = np.sqrt(a) * np.sqrt(b)  # the product of two variances above 1e154 would overflow
         with np.errstate(divide="ignore", invalid="ignore"):
             cc = np.clip(np.where(s > 0, ab / np.where(s > 0, s, 1.0), 0.0), -1.0, 1.0)
             out = f(a, b, cc)

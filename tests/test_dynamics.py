@@ -146,3 +146,15 @@ def test_absurd_depths_are_refused_before_allocating():
     with pytest.raises(ValueError, match="memory_limit must be a positive number"):
         propagate("tanh", depth=5, memory_limit=float("nan"))
     assert propagate("tanh", depth=5, memory_limit=1e6).q.shape == (6,)
+
+
+def test_divergent_variance_past_float64_keeps_an_exact_correlation():
+    # relu, sigma_w2 = 3: q grows x1.5 per layer and passes 1.8e308 near layer 1750. Once the bias
+    # is negligible (q ~ 1e17 at layer 100) the correlation follows the normalised arc-cosine map
+    # c' = (sqrt(1 - c^2) + (pi - arccos c) c) / pi exactly; iterate it independently from there.
+    r = propagate("relu", q0=1.0, c0=0.5, depth=2000, sigma_w2=3.0, sigma_b2=0.1)
+    assert np.isinf(r.q[-1]) and np.all(np.isfinite(r.c)) and np.all(np.diff(r.c[100:]) >= 0)
+    c = r.c[100]
+    for _ in range(1900):
+        c = (np.sqrt(1 - c * c) + (np.pi - np.arccos(c)) * c) / np.pi
+    assert r.c[-1] == pytest.approx(c, abs=1e-9)
