@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from . import _validate
 from ._network_pass import Options, n_weights
 from ._validate import format_bytes
 
@@ -54,14 +55,7 @@ def variance(value, name, positive):
 
 def check_inputs(spec, X) -> np.ndarray:
     """Inputs as a finite array (B, d_in) in the spec's dtype, or ValueError."""
-    X = np.asarray(X, dtype=float)
-    if X.ndim == 1:
-        X = X[None, :]
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"inputs must be an array of shape (n_inputs, d_in) with both > 0, got shape {X.shape}")
-    if not np.all(np.isfinite(X)):
-        bad = np.argwhere(~np.isfinite(X))[0]
-        raise ValueError(f"inputs must be finite: X[{bad[0]}, {bad[1]}] = {X[tuple(bad)]}")
+    X = _validate.inputs("X", X)
     if spec.residual and X.shape[1] != spec.widths[0]:
         raise ValueError(
             f"a residual network has x^{{-1}} = x, so the input dimension ({X.shape[1]}) must equal the width "

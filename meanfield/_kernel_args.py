@@ -7,23 +7,7 @@ import numpy as np
 from . import _validate, symbolic
 from .activations import Activation, activation
 
-__all__ = ["inputs", "variance", "check"]
-
-
-def inputs(name: str, X) -> np.ndarray:
-    """A finite float array of shape (n, d_in) with n, d_in > 0 (a single input may be 1-D)."""
-    try:
-        X = np.asarray(X, dtype=float)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a numeric array of shape (n, d_in)") from None
-    if X.ndim == 1:
-        X = X[None, :]
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{name} must have shape (n, d_in) with n > 0 and d_in > 0, got shape {X.shape}")
-    if not np.all(np.isfinite(X)):
-        i, j = np.argwhere(~np.isfinite(X))[0]
-        raise ValueError(f"{name} must be finite: {name}[{i}, {j}] = {X[i, j]}")
-    return X
+__all__ = ["variance", "check"]
 
 
 def variance(name: str, value) -> float:
@@ -38,9 +22,9 @@ def check(X1, X2, act, depth, sigma_w2, sigma_b2, method, memory_limit, n_arrays
     NNGP, 4 for the NTK); a kernel whose arrays exceed ``memory_limit`` bytes (None: the package
     default) is refused.  Returns ``(X1, X2, same, act, depth, sigma_w2, sigma_b2)``.
     """
-    X1 = inputs("X1", X1)
+    X1 = _validate.inputs("X1", X1)
     same = X2 is None
-    X2 = X1 if same else inputs("X2", X2)
+    X2 = X1 if same else _validate.inputs("X2", X2)
     if X1.shape[1] != X2.shape[1]:
         raise ValueError(f"X1 and X2 must have the same number of features, got {X1.shape[1]} and {X2.shape[1]}")
     if isinstance(depth, (bool, np.bool_)) or not isinstance(depth, (int, np.integer)):

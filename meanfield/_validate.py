@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["nonnegative", "scalar", "correlation", "keep_probability", "broadcast", "finish", "memory_limit",
-           "format_bytes", "positive_int", "method", "METHODS", "DEFAULT_MEMORY_LIMIT"]
+           "format_bytes", "positive_int", "method", "inputs", "METHODS", "DEFAULT_MEMORY_LIMIT"]
 
 #: What ``method=`` may be, everywhere: the closed form where one exists ("auto"), only the closed
 #: form ("exact"), or never the closed form ("quadrature"; for cross-checks).
@@ -127,3 +127,22 @@ def method(value):
         hint = " ('interpolate' is now called 'quadrature')" if value == "interpolate" else ""
         raise ValueError(f"method must be one of {METHODS}, got {value!r}{hint}")
     return value
+
+
+def inputs(name, X):
+    """Inputs as a finite real float array of shape (n, d_in), n, d_in > 0 (one 1-D input becomes (1, d_in))."""
+    if isinstance(X, (str, bytes)) or np.iscomplexobj(X):
+        raise ValueError(f"{name} must be a real numeric array of shape (n, d_in), got {type(X).__name__}"
+                         + (" with complex values" if np.iscomplexobj(X) else ""))
+    try:
+        X = np.asarray(X, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real numeric array of shape (n, d_in)") from None
+    if X.ndim == 1:
+        X = X[None, :]
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (n, d_in) with n > 0 and d_in > 0, got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        i, j = np.argwhere(~np.isfinite(X))[0]
+        raise ValueError(f"{name} must be finite: {name}[{i}, {j}] = {X[i, j]}")
+    return X

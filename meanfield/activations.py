@@ -309,7 +309,7 @@ def activation(spec, dphi: Callable | None = None, d2phi: Callable | None = None
         if params:
             raise ValueError(f"parameters {sorted(params)} given for {spec!r}, which is not a table name; "
                              "only table entries take parameters (see describe_table)")
-        return _from_string(key)
+        return _guarded(_from_string, key, key)
     if isinstance(spec, sp.Expr):
         if params:
             raise ValueError("parameters are only for table names")
@@ -317,10 +317,23 @@ def activation(spec, dphi: Callable | None = None, d2phi: Callable | None = None
         if len(free) > 1:
             raise ValueError(f"expression {spec} must have one free symbol, has {sorted(map(str, free))}")
         expr = spec.subs({s: x for s in free}) if free else spec
-        return _from_expr(expr, str(spec))
+        return _guarded(_from_expr, str(spec), expr, str(spec))
     if callable(spec):
         return _from_callable(spec, dphi, d2phi, kinks)
     raise TypeError(f"cannot make an activation from {type(spec).__name__}: give a name, an expression or a callable")
+
+
+def _guarded(build, text, *args):
+    """``build(*args)``, with failures of the parser or of sympy on odd input turned into a ValueError."""
+    try:
+        return build(*args)
+    except ValueError:
+        raise
+    except RecursionError:
+        raise ValueError(f"expression {text[:60]!r}{'...' if len(text) > 60 else ''} is nested too deeply") from None
+    except (OverflowError, ZeroDivisionError, KeyError, TypeError, AttributeError, NotImplementedError,
+            sp.SympifyError, sp.PolynomialError) as err:
+        raise ValueError(f"cannot use expression {text[:60]!r} as an activation: {type(err).__name__}: {err}") from None
 
 
 _NAME_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._kernel_args import inputs, variance
+from . import _validate
+from ._kernel_args import variance
 from .activations import ActivationLike, activation
 from .expectations import expectation
 from .kernels import KernelWarning, nngp, ntk
@@ -141,7 +142,7 @@ class NNGPRegressor:
         -------
         self
         """
-        X = inputs("X", X)
+        X = _validate.inputs("X", X)
         y = np.asarray(y, dtype=float)
         if y.shape[0] != X.shape[0] or y.ndim not in (1, 2):
             raise ValueError(f"y must have shape ({X.shape[0]},) or ({X.shape[0]}, n_targets), got {y.shape}")
@@ -185,7 +186,7 @@ class NNGPRegressor:
         """
         if not hasattr(self, "alpha_"):
             raise ValueError("call fit before predict")
-        X = inputs("X", X)
+        X = _validate.inputs("X", X)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the training data had {self.n_features_in_}")
         if (return_std or return_cov) and self.kernel != "nngp":
@@ -258,8 +259,16 @@ class NNGPClassifier(NNGPRegressor):
         y = np.asarray(y)
         if y.ndim != 1:
             raise ValueError("y must be a 1-D array of class labels")
+        if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+            raise ValueError("class labels must not be NaN or infinite")
+        try:
+            off, on = (float(t) for t in self.targets)
+        except (TypeError, ValueError):
+            raise ValueError(f"targets must be two numbers (off, on), got {self.targets!r}") from None
+        if not (np.isfinite(off) and np.isfinite(on) and on > off):
+            raise ValueError(f"targets must be finite with on > off (Lee et al. 2018 use -0.1, 0.9), "
+                             f"got {self.targets!r}")
         self.classes_, codes = np.unique(y, return_inverse=True)
-        off, on = (float(t) for t in self.targets)
         Y = np.full((y.size, self.classes_.size), off)
         Y[np.arange(y.size), codes] = on
         return super().fit(X, Y)

@@ -209,3 +209,13 @@ def test_quadrature_warning_says_how_large_the_error_is():
     absolute, relative = float(m.group(1)), float(m.group(2))
     assert 1e-12 * abs(value) < absolute < 1.0
     assert relative == pytest.approx(absolute / abs(value), rel=0.06)  # both printed to 2 digits
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("-" * 999 + "x", "nested too deeply"), ("tanh(" * 200 + "x" + ")" * 200, "nested too deeply"),
+    ("1e308*x*1e308", "cannot use expression"), ("Heaviside(x, x)", "cannot use expression"),
+    ("erf(x)/0", "cannot use expression"),
+])
+def test_odd_expressions_give_a_value_error(spec, match):
+    with pytest.raises(ValueError, match=match):
+        mf.activation(spec)

@@ -515,3 +515,19 @@ def test_special_zero_variance_input():
     ref = 1.0 * integrate.quad(lambda u: (u + math.exp(-u * u)) * dens(u), -50, 50, epsabs=1e-14)[0]
     assert abs(K[0, 1] - ref) < 1e-12
     assert abs(K[0, 0] - 1.0) < 1e-15
+
+
+def test_inputs_and_labels_are_checked_before_any_work():
+    # complex inputs were cut to their real part; NaN labels and equal targets were accepted
+    import meanfield as mf
+    from meanfield import empirical as emp
+
+    X = np.ones((3, 2))
+    with pytest.raises(ValueError, match="complex"):
+        mf.nngp(X + 1j, None, "relu", 1)
+    with pytest.raises(ValueError, match="NaN"):
+        mf.NNGPClassifier().fit(X, np.array([0.0, np.nan, 1.0]))
+    with pytest.raises(ValueError, match="on > off"):
+        mf.NNGPClassifier(targets=(0.5, 0.5)).fit(X, np.array([0, 1, 1]))
+    with pytest.raises(ValueError, match="complex"):
+        emp.simulate(emp.NetworkSpec("relu", sigma_w2=2.0, width=8, depth=2), X + 1j, 2, np.random.default_rng(0))
