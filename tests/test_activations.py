@@ -219,3 +219,10 @@ def test_quadrature_warning_says_how_large_the_error_is():
 def test_odd_expressions_give_a_value_error(spec, match):
     with pytest.raises(ValueError, match=match):
         mf.activation(spec)
+
+
+@pytest.mark.parametrize("k", [2.0, 3.6, 4.0])
+def test_fast_exponentials_are_measured_not_refused(k):
+    # E[exp(k u)^2] = exp(2 k^2 q) for u ~ N(0, q): exp(8x) overflows at x = 100 but its integrals are finite
+    assert mf.activation(f"exp({k}*x)").exp_rate == pytest.approx(k, rel=1e-9)
+    assert mf.q_map(1.0, f"exp({k}*x)", 1.0, 0.0) == pytest.approx(np.exp(2 * k * k), rel=1e-10)
