@@ -457,6 +457,8 @@ def phase_diagram(act: ActivationLike = "tanh", sigma_w2: ArrayLike | None = Non
             f"a {sb.size} x {sw.size} (sigma_b2 x sigma_w2) grid needs about {_validate.format_bytes(need)} of memory "
             f"({_BYTES_PER_POINT} bytes per point), more than memory_limit = {_validate.format_bytes(limit)}; "
             "use a coarser grid or raise memory_limit")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable progress(done, total), got {type(progress).__name__}")
     act.derivative(1)  # a clear error now if chi_1 is undefined
     eng = engine(act)
     n = sw.size * sb.size

@@ -260,6 +260,12 @@ def describe_factor(per_layer: float, depth: int, overall: float | None = None, 
     if abs(per_layer - 1.0) < 1e-9 and not residual:
         return f"{g} keeps its size (x1 per layer, on the critical line) over {depth} layers"
     if residual:
+        with np.errstate(divide="ignore", over="ignore"):
+            steady = (math.isfinite(overall) and per_layer > 1 and overall > 1
+                      and abs(math.log(overall) - depth * math.log(per_layer)) <= 0.05 * math.log(overall))
+        if steady:  # the same factor at every layer (e.g. relu: q grows geometrically): exponential
+            return (f"{g} grows exponentially: x{_fmt_factor(per_layer)} per layer, x{_fmt_factor(overall)} "
+                    f"over {depth} layers")
         if overall >= 1:
             return (f"{g} grows sub-exponentially: x{_fmt_factor(overall)} over {depth} layers "
                     f"(x{_fmt_factor(per_layer)} per layer at the last)")
@@ -322,16 +328,22 @@ def gradient_growth(act: ActivationLike, depth: int = 100, sigma_w2: float = 1.7
     if residual:
         if rho != 1.0:
             raise ValueError("dropout (rho < 1) is not part of the residual-network theory here")
-        sv = float(_validate.nonnegative("sigma_v2", sigma_v2))
-        sa = float(_validate.nonnegative("sigma_a2", sigma_a2))
-        p = 1.0 if q0 is None else float(_validate.nonnegative("q0", q0))
-        q = np.empty(depth)
+        sv = _validate.scalar("sigma_v2", _validate.nonnegative("sigma_v2", sigma_v2))
+        sa = _validate.scalar("sigma_a2", _validate.nonnegative("sigma_a2", sigma_a2))
+        p = 1.0 if q0 is None else _validate.scalar("q0", _validate.nonnegative("q0", q0))
+        q = np.full(depth, np.inf)
         per = np.empty(depth)
+        unit = Dense(act, 1.0, 0.0)  # E[phi'^2] with its q = inf limit: unit.chi_1(q)
         for i in range(depth):
-            q[i] = sw * p + sb
+            with np.errstate(over="ignore"):
+                q[i] = sw * p + sb
+            if not math.isfinite(q[i]):  # the variance has left float range: the limits from here on
+                per[i:] = 1.0 + sv * sw * float(unit.chi_1(np.inf))
+                break
             v, d = (float(expectation(act, k, q[i], method=method)) for k in ("phi2", "dphi2"))
             per[i] = 1.0 + sv * sw * d
-            p = p + sv * v + sa
+            with np.errstate(over="ignore"):
+                p = p + sv * v + sa
         total = np.cumprod(per)
         return GradientGrowth(act.name, sw, sb, rho, True, sv, sa, layers, per, total, q, float(per[-1]))
     rule, E = Dense(act, sw, sb, rho), core_expectations(act, method)
@@ -343,11 +355,14 @@ def gradient_growth(act: ActivationLike, depth: int = 100, sigma_w2: float = 1.7
         q = np.full(depth, qs)
         per = np.full(depth, float(rule.backward(qs, E)))
     else:
-        qcur = float(_validate.nonnegative("q0", q0))
-        q = np.empty(depth)
+        qcur = _validate.scalar("q0", _validate.nonnegative("q0", q0))
+        q = np.full(depth, np.inf)  # a variance that leaves float range stays inf (a divergent network)
         for i in range(depth):
             q[i] = qcur
-            qcur = float(rule.q_map(qcur, E))
+            with np.errstate(over="ignore"):
+                qcur = float(rule.q_map(qcur, E))
+            if not math.isfinite(qcur):
+                break
         per = rule.backward(q, E)
     with np.errstate(over="ignore", under="ignore"):
         total = np.exp(np.cumsum(np.log(per))) if np.all(per > 0) else np.cumprod(per)

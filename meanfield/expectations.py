@@ -52,6 +52,8 @@ def expectation(act, kind: str, q1, q2=None, q12=None, method: str = "auto", rto
     if kind not in KINDS:
         raise ValueError(f"unknown expectation kind {kind!r}; known: {', '.join(KINDS)}")
     _validate.method(method)
+    if rtol is not None and not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
+        raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
     nvar = KINDS[kind][0]
     q1 = _validate.nonnegative("q1", q1, allow_empty=True)
     if nvar == 2:

@@ -417,3 +417,8 @@ def test_load_rejects_npy_file(tmp_path):
 def test_load_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_phase_diagram(tmp_path / "absent.npz")
+
+
+def test_progress_must_be_callable():
+    with pytest.raises(TypeError, match="progress must be a callable"):
+        phase_diagram("tanh", [1.0, 2.0], [0.1], progress=3)

@@ -158,3 +158,27 @@ def test_divergent_variance_past_float64_keeps_an_exact_correlation():
     for _ in range(1900):
         c = (np.sqrt(1 - c * c) + (np.pi - np.arccos(c)) * c) / np.pi
     assert r.c[-1] == pytest.approx(c, abs=1e-9)
+
+
+def test_gradient_growth_past_float64_range_and_residual_wording():
+    # relu at sigma_w2 = 3 from q0 = 1: q passes 1.8e308 near layer 1750; chi_1 = sigma_w2 / 2 at every q
+    g = gradient_growth("relu", depth=3000, sigma_w2=3.0, sigma_b2=0.1, q0=1.0)
+    assert np.isinf(g.q[-1]) and np.allclose(g.per_layer, 1.5, rtol=1e-12, atol=0)
+    # exp grows faster than linearly: chi_1 is inf once the variance is, with no crash
+    assert gradient_growth("exp", depth=50, sigma_w2=3.0, sigma_b2=0.1, q0=1.0).per_layer[-1] == np.inf
+    # residual relu: the factor 1 + sigma_v2 sigma_w2 / 2 is the same at every layer: exponential, not "sub-"
+    r = gradient_growth("relu", depth=100, sigma_w2=3.0, sigma_b2=0.0, residual=True)
+    assert np.allclose(r.per_layer, 2.5, rtol=1e-12) and "grows exponentially: x2.5 per layer" in r.summary()
+    t = gradient_growth("tanh", depth=100, sigma_w2=2.5, sigma_b2=0.05, residual=True)
+    assert "sub-exponentially" in t.summary()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: mf.expectation("tanh", "phi2", 1.0, rtol=-1), "rtol"),
+    (lambda: mf.expectation("tanh", "phi2", 1.0, rtol=float("nan")), "rtol"),
+    (lambda: gradient_growth("tanh", sigma_v2=[1, 2], residual=True), "sigma_v2 must be a single number"),
+    (lambda: gradient_growth("tanh", q0=[1, 2]), "q0 must be a single number"),
+])
+def test_secondary_arguments_are_checked(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
