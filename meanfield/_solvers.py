@@ -220,16 +220,17 @@ def _c_star_finite(layer: Dense, qs, E, stats):
     return -1.0, chi_c_at(-1.0)
 
 
-def critical_candidates(one_dim, sb, rho):
+def critical_candidates(one_dim, sb, rho, q_max=Q_MAX):
     """Every q with chi_1 = 1 at a fixed point of the variance map, for each sigma_b2 (flat array).
 
     ``one_dim(q)`` returns ``(E[phi(sqrt(q) z)^2], E[phi'(sqrt(q) z)^2])``.  On the critical
     line the layer rule gives ``sigma_w2 = 1/D(q)`` and ``sigma_b2 = q - sigma_w2/rho V(q)``
     (:meth:`meanfield.layers.Dense.on_critical_line`), so the candidates are the roots of
-    ``h(q) - sigma_b2``, found at every sign change on a geometric grid of q from 0 to ~1e13.
+    ``h(q) - sigma_b2``, found at every sign change on a geometric grid of q from 0 to ``q_max``
+    (:func:`q_ceiling`: bounded activations have critical points at any sigma_b2).
     Returns a list of ``(row, q)`` arrays in increasing q, one pair per sign change.
     """
-    grid = np.concatenate([[0.0], 1e-3 * 8.0 ** np.arange(18)])
+    grid = np.concatenate([[0.0], np.geomspace(1e-3, q_max, int(np.ceil(np.log(q_max / 1e-3) / np.log(8.0))) + 1)])
 
     def h(q):
         v, d = one_dim(q)
@@ -265,7 +266,7 @@ def critical_search(act, one_dim, sb, rho, q0=1.0):
     n = sb.size
     out = np.full(n, np.nan)
     open_ = np.ones(n, dtype=bool)
-    for rows, q_c in critical_candidates(one_dim, sb, rho):
+    for rows, q_c in critical_candidates(one_dim, sb, rho, q_ceiling(act)):
         keep = open_[rows]
         rows, q_c = rows[keep], q_c[keep]
         if rows.size == 0:

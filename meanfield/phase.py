@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _validate
-from ._solvers import critical_candidates, critical_search
+from ._solvers import critical_candidates, critical_search, q_ceiling
 from .activations import ActivationLike, activation
 from .expectations import expectation
 from .fixed_points import solve_c_star, solve_q_star
@@ -302,7 +302,7 @@ def critical_points(act: ActivationLike, sigma_b2: float, rho: float = 1.0,
     sb = _validate.scalar("sigma_b2", _validate.nonnegative("sigma_b2", sigma_b2))
     one_dim = _one_dim(act, method)
     out = []
-    for _, q_c in critical_candidates(one_dim, np.array([sb]), rho):
+    for _, q_c in critical_candidates(one_dim, np.array([sb]), rho, q_ceiling(act)):
         q = float(q_c[0])
         d = float(one_dim(np.array([q]))[1][0])
         if not d > 0:

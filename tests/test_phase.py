@@ -89,3 +89,15 @@ def test_critical_line_of_unbounded_activations_is_on_the_attracting_branch():
     # gelu at sigma_b2 = 0.1: the attracting branch jumps to divergence before chi_1 reaches 1
     with pytest.warns(RuntimeWarning, match="no critical point"):
         assert np.isnan(mf.critical_sigma_w2("gelu", 0.1))
+
+
+def test_critical_points_of_bounded_activations_at_huge_variance():
+    # tanh at sigma_b2 = 1e13: q* ~ 1e13 and chi_1 = sigma_w2 E[sech^4(sqrt(q) z)] ~ sigma_w2 (4/3) / sqrt(2 pi q)
+    # (Laplace), so sigma_w2 = (3/4) sqrt(2 pi q*); the old fixed search grid ended below it ("no critical point")
+    (p,) = mf.critical_points("tanh", 1e13)
+    assert p.stable and p.reached
+    assert p.sigma_w2 == pytest.approx(0.75 * np.sqrt(2 * np.pi * p.q_star), rel=1e-6)
+    assert mf.critical_sigma_w2("tanh", 1e13) == pytest.approx(p.sigma_w2, rel=1e-12)
+    sw = mf.critical_sigma_w2("tanh", 0.05, rho=1e-6)  # dropout: chi_1 = 1 at the dropout fixed point
+    q = mf.q_star("tanh", sw, 0.05, rho=1e-6)
+    assert mf.chi_1("tanh", sw, 0.05, q=q) == pytest.approx(1.0, rel=1e-9)
