@@ -307,7 +307,9 @@ def _sq(a):
 
 
 def _gram(a):
-    return np.asarray(a @ a.T, dtype=np.float64)
+    """``a a^T`` in float64 (a float32 product overflows long before its float64 squares do)."""
+    a = np.asarray(a, dtype=np.float64)
+    return a @ a.T
 
 
 def _forward(spec, nl, params, X, rows, base, opt, *, records, tape, jac, tangents):

@@ -692,3 +692,14 @@ def test_no_public_name_shared_with_dynamics():
     assert not hasattr(emp, "propagate") and not hasattr(emp, "Propagation")
     assert all(hasattr(emp, name) for name in emp.__all__)
     assert "DEFAULT_MEMORY_LIMIT" not in emp.__all__
+
+
+def test_float32_correlations_survive_variances_beyond_float32_range():
+    # relu, sigma_w2 = 4: q doubles per layer and passes float32's 3.4e38 near layer 128; q was finite
+    # (accumulated in float64) but q12 overflowed to inf and c with it
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2, 50))
+    spec = emp.NetworkSpec("relu", sigma_w2=4.0, sigma_b2=0.0, width=200, depth=130, dtype="float32")
+    sim = emp.simulate(spec, X, 2, rng, gradients=False)
+    assert np.all(sim.q[:, -1] > 3.4e38) and np.all(np.isfinite(sim.q12))
+    assert np.all(np.abs(sim.c) <= 1 + 1e-6) and np.all(sim.c[:, -1, 0, 1] > 0.9)
