@@ -225,6 +225,10 @@ def plan(spec, B: int, d_in: int, opt: Options, memory_limit: float, can_store: 
     L = spec.depth
     max_n = max((d_in,) + spec.widths)
     fixed = 8 * max_n * B * isz + 8 * 8 * L * B
+    # one layer's weight matrix is always in memory while it is used (orthogonal ones: QR work space too)
+    fan_in = (d_in,) + spec.widths[:-1]
+    largest = max(a * b for a, b in zip(fan_in, spec.widths, strict=True))
+    fixed += isz * largest * (1 if spec.weights == "gaussian" else 3)
     if opt.pairs is not None:
         P = B * B if isinstance(opt.pairs, str) else len(opt.pairs)
         fixed += 8 * L * P
@@ -234,9 +238,9 @@ def plan(spec, B: int, d_in: int, opt: Options, memory_limit: float, can_store: 
         fixed += isz * B * sum(spec.widths)
     if fixed > memory_limit:
         raise ValueError(
-            f"the requested records need {format_bytes(fixed)}, more than memory_limit = "
-            f"{format_bytes(memory_limit)}: record fewer pairs (pairs=[[a, b], ...] or None), use fewer inputs, "
-            "or raise memory_limit"
+            f"one layer's weights, the batch and the requested records need {format_bytes(fixed)}, more than "
+            f"memory_limit = {format_bytes(memory_limit)}: use smaller widths, record fewer pairs "
+            "(pairs=[[a, b], ...] or None), use fewer inputs, or raise memory_limit"
         )
     backward = opt.gradients or opt.grams
     per_input = 0

@@ -703,3 +703,10 @@ def test_float32_correlations_survive_variances_beyond_float32_range():
     sim = emp.simulate(spec, X, 2, rng, gradients=False)
     assert np.all(sim.q[:, -1] > 3.4e38) and np.all(np.isfinite(sim.q12))
     assert np.all(np.abs(sim.c) <= 1 + 1e-6) and np.all(sim.c[:, -1, 0, 1] > 0.9)
+
+
+def test_one_hidden_weight_matrix_counts_against_memory_limit():
+    # width 20000: one 20000 x 20000 float64 matrix is 3.2 GB, refused under 1e8 bytes before sampling
+    spec = emp.NetworkSpec("tanh", sigma_w2=1.5, width=20000, depth=2)
+    with pytest.raises(ValueError, match=r"need 3\.2 GB, more than memory_limit = 100 MB"):
+        emp.run(spec, np.ones((2, 10)), np.random.default_rng(0), memory_limit=1e8)
