@@ -563,8 +563,18 @@ def _cmd_activations(args) -> int:
     return 0
 
 
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None) -> int:
     """Run the ``meanfield`` command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM unwinds like an exception, so a file being written is removed, not left half-done
+        signal.signal(signal.SIGTERM, _terminated)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -333,3 +333,19 @@ def test_ctrl_c_exits_quietly_with_130(monkeypatch, capsys):
     assert main(["point", "tanh", "--sigma-w2", "1.5", "--sigma-b2", "0.05"]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "Traceback" not in err
+
+
+def test_sigterm_leaves_no_partial_files(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "meanfield", "phase", "gelu", "--output", str(tmp_path / "g")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+    time.sleep(4.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (143, 0), err  # 0: it had already finished
+    assert b"Traceback" not in err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
