@@ -68,6 +68,10 @@ def as_rng(rng) -> np.random.Generator:
     """A Generator from a Generator, a seed, a SeedSequence or None; TypeError otherwise."""
     if isinstance(rng, np.random.Generator):
         return rng
+    if isinstance(rng, (bool, np.bool_)):
+        raise TypeError("rng must be a numpy.random.Generator or a non-negative integer seed, got a bool")
+    if isinstance(rng, (int, np.integer)) and rng < 0:
+        raise ValueError(f"rng must be a numpy.random.Generator or a non-negative integer seed, got {rng}")
     if rng is None or isinstance(rng, (int, np.integer, np.random.SeedSequence)):
         return np.random.default_rng(rng)
     raise TypeError(f"rng must be a numpy.random.Generator or a seed, got {type(rng).__name__}")

@@ -710,3 +710,8 @@ def test_one_hidden_weight_matrix_counts_against_memory_limit():
     spec = emp.NetworkSpec("tanh", sigma_w2=1.5, width=20000, depth=2)
     with pytest.raises(ValueError, match=r"need 3\.2 GB, more than memory_limit = 100 MB"):
         emp.run(spec, np.ones((2, 10)), np.random.default_rng(0), memory_limit=1e8)
+
+
+def test_negative_seed_is_refused_clearly():
+    with pytest.raises(ValueError, match="non-negative integer seed"):
+        emp.run(emp.NetworkSpec("tanh", sigma_w2=1.5, width=5, depth=2), np.ones((1, 3)), -1)
