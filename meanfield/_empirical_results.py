@@ -22,7 +22,28 @@ __all__ = ["NetworkRun", "Simulation", "KernelEstimate"]
 
 
 @dataclass
-class NetworkRun:
+class _Records:
+    """The per-layer records a sampled network produces (one network, or stacked over many)."""
+
+    q: np.ndarray
+    output: np.ndarray
+    q12: np.ndarray | None = None
+    pairs: np.ndarray | None = None
+    p: np.ndarray | None = None
+    grad_sq: np.ndarray | None = None
+    grad_input_sq: np.ndarray | None = None
+    grad_w_sq: np.ndarray | None = None
+    jvp_sq: np.ndarray | None = None
+    jacobian_sv: np.ndarray | None = None
+
+    @property
+    def c(self) -> np.ndarray | None:
+        """Correlations ``c^l = q12^l / sqrt(q^l_a q^l_b)`` (Poole et al. 2016, eq. 5), shaped as ``q12``."""
+        return _correlation(self.q, self.q12, self.pairs)
+
+
+@dataclass
+class NetworkRun(_Records):
     """What one sampled network did to a batch of inputs (the result of :func:`meanfield.empirical.run`).
 
     Layer ``l = 0..L-1`` is stored at index ``l`` of the first axis (``layers`` holds l): layer 0
@@ -63,16 +84,6 @@ class NetworkRun:
         Filled only by :func:`meanfield.empirical.empirical_ntk`.
     """
 
-    q: np.ndarray
-    output: np.ndarray
-    q12: np.ndarray | None = None
-    pairs: np.ndarray | None = None
-    p: np.ndarray | None = None
-    grad_sq: np.ndarray | None = None
-    grad_input_sq: np.ndarray | None = None
-    grad_w_sq: np.ndarray | None = None
-    jvp_sq: np.ndarray | None = None
-    jacobian_sv: np.ndarray | None = None
     activations: list | None = None
     ntk: np.ndarray | None = field(default=None, repr=False)
 
@@ -81,23 +92,18 @@ class NetworkRun:
         """Layer numbers 0..L-1 matching the first axis of the per-layer arrays."""
         return np.arange(self.q.shape[0])
 
-    @property
-    def c(self) -> np.ndarray | None:
-        """Correlations ``c^l = q12^l / sqrt(q^l_a q^l_b)`` (Poole et al. 2016, eq. 5)."""
-        return _correlation(self.q, self.q12, self.pairs)
-
 
 def _correlation(q, q12, pairs):
     """``c = q12 / sqrt(q_a q_b)`` for all pairs (``pairs`` None) or the listed ones."""
     if q12 is None:
         return None
     if pairs is None:
-        return q12 / np.sqrt(q[..., :, None] * q[..., None, :])
-    return q12 / np.sqrt(q[..., pairs[:, 0]] * q[..., pairs[:, 1]])
+        return q12 / (np.sqrt(q[..., :, None]) * np.sqrt(q[..., None, :]))
+    return q12 / (np.sqrt(q[..., pairs[:, 0]]) * np.sqrt(q[..., pairs[:, 1]]))
 
 
 @dataclass
-class Simulation:
+class Simulation(_Records):
     """Records of many independently sampled networks, stacked along a first axis.
 
     Every record of :class:`NetworkRun` appears here with a leading axis of length
@@ -120,17 +126,7 @@ class Simulation:
         Number of networks.
     """
 
-    spec: NetworkSpec
-    q: np.ndarray
-    output: np.ndarray
-    q12: np.ndarray | None = None
-    pairs: np.ndarray | None = None
-    p: np.ndarray | None = None
-    grad_sq: np.ndarray | None = None
-    grad_input_sq: np.ndarray | None = None
-    grad_w_sq: np.ndarray | None = None
-    jvp_sq: np.ndarray | None = None
-    jacobian_sv: np.ndarray | None = None
+    spec: NetworkSpec = field(kw_only=True)
 
     @property
     def n_networks(self) -> int:
@@ -141,11 +137,6 @@ class Simulation:
     def layers(self) -> np.ndarray:
         """Layer numbers 0..L-1 matching axis 1 of the per-layer arrays."""
         return np.arange(self.q.shape[1])
-
-    @property
-    def c(self) -> np.ndarray | None:
-        """Correlations ``c^l = q12^l / sqrt(q^l_a q^l_b)``, per network."""
-        return _correlation(self.q, self.q12, self.pairs)
 
     def gradient_ratio(self, inputs: int | ArrayLike | None = None) -> np.ndarray:
         """Per-network, per-layer growth of the squared gradient, shape (n_networks, L-1).
