@@ -202,18 +202,24 @@ def _recursion(X1, X2, same, layer: Dense, depth, method, want_ntk):
     Theta, t1, t2 = (K.copy(), d1.copy(), d2.copy()) if want_ntk else (None, None, None)
     phi = _Moments(layer.act, 0, method, same)
     dphi = _Moments(layer.act, 1, method, same) if want_ntk else None
-    for _ in range(depth):
+    for layer_number in range(1, depth + 1):
         angles = None if phi.closed else angle_range(K, d1, d2, same)
         V1, V2 = phi.second(d1, d2)  # E[phi(u)^2] on the diagonals
-        C = phi.products(K, d1, d2, V1, V2, angles)  # E[phi(u) phi(u')] at every entry
+        with np.errstate(over="ignore"):  # an overflow is caught below, with the layer it happened at
+            C = phi.products(K, d1, d2, V1, V2, angles)  # E[phi(u) phi(u')] at every entry
         if want_ntk:
             D1, D2 = dphi.second(d1, d2)  # E[phi'(u)^2]
             Dc = dphi.products(K, d1, d2, D1, D2, angles)  # E[phi'(u) phi'(u')]
         del K
         K = layer.covariance(C)  # K^l = sigma_b2 + sigma_w2 E[phi(u) phi(u')]
         del C
-        d1 = layer.variance(V1)  # K^l(x, x) = sigma_b2 + sigma_w2 E[phi(u)^2]
-        d2 = d1 if same else layer.variance(V2)
+        with np.errstate(over="ignore"):
+            d1 = layer.variance(V1)  # K^l(x, x) = sigma_b2 + sigma_w2 E[phi(u)^2]
+            d2 = d1 if same else layer.variance(V2)
+        if not (np.all(np.isfinite(d1)) and np.all(np.isfinite(d2)) and np.isfinite(K).all()):
+            raise ValueError(f"the kernel's variances exceed float64's range at layer {layer_number} of {depth}: "
+                             f"the network diverges at sigma_w2 = {layer.sigma_w2:g}, sigma_b2 = "
+                             f"{layer.sigma_b2:g}; use fewer layers or a smaller sigma_w2")
         if same:
             np.fill_diagonal(K, d1)
         if want_ntk:

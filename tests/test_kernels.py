@@ -531,3 +531,21 @@ def test_inputs_and_labels_are_checked_before_any_work():
         mf.NNGPClassifier(targets=(0.5, 0.5)).fit(X, np.array([0, 1, 1]))
     with pytest.raises(ValueError, match="complex"):
         emp.simulate(emp.NetworkSpec("relu", sigma_w2=2.0, width=8, depth=2), X + 1j, 2, np.random.default_rng(0))
+
+
+def test_divergent_kernels_stay_exact_until_float64_runs_out():
+    # relu, sigma_w2 = 3: K(x, x) grows x1.5 per layer. Past 1e154 the product of two variances used to
+    # overflow (normalised K[0, 1] jumped to 1/pi at depth 880); the normalised kernel follows the
+    # arc-cosine map, checked by iterating it from depth 100 where the bias no longer matters
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2, 10))
+
+    def corr(K):
+        return K[0, 1] / (np.sqrt(K[0, 0]) * np.sqrt(K[1, 1]))
+
+    c = corr(nngp(X, None, "relu", depth=100, sigma_w2=3.0, sigma_b2=0.1))
+    for _ in range(900):
+        c = (np.sqrt(1 - c * c) + (np.pi - np.arccos(c)) * c) / np.pi
+    assert corr(nngp(X, None, "relu", depth=1000, sigma_w2=3.0, sigma_b2=0.1)) == pytest.approx(c, abs=1e-9)
+    with pytest.raises(ValueError, match=r"exceed float64.s range at layer 17\d\d of 1800"):
+        nngp(X, None, "relu", depth=1800, sigma_w2=3.0, sigma_b2=0.1)
