@@ -10,6 +10,9 @@ import warnings
 
 import numpy as np
 
+from .dynamics import format_factor
+from .layers import Dense
+
 #: The phase labels in display order (as :data:`meanfield.phase.PHASES`).
 PHASE_ORDER = ("ordered", "chaotic", "critical", "divergent", "pseudo-linear")
 
@@ -17,29 +20,9 @@ PHASE_ORDER = ("ordered", "chaotic", "critical", "divergent", "pseudo-linear")
 FLOAT_MAX = {"float32": float(np.finfo(np.float32).max), "float64": float(np.finfo(np.float64).max)}
 
 
-def fmt_factor(x: float) -> str:
-    """A multiplicative factor: three digits, or how far from 1 if it is within 0.5% of 1."""
-    if not math.isfinite(x):
-        return "inf" if x > 0 else "nan"
-    if 0.995 <= x < 1.005 and x != 1.0:
-        digits = max(3, 1 - int(math.floor(math.log10(abs(x - 1.0)))))
-        return f"{x:.{digits}f}"
-    if 0.01 <= x < 100:
-        return f"{x:.3g}"
-    return f"{x:.1e}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
-
-
 def variance_growth(act, sigma_w2: float, rho: float = 1.0):
-    """Per-layer growth factor of a diverging variance, ``sigma_w2/rho (a^2 + b^2)/2``.
-
-    ``a`` and ``b`` are the slopes of an asymptotically linear activation at +inf and -inf (then
-    ``E[phi(sqrt(q) z)^2] ~ q (a^2 + b^2)/2`` for large q).  None for any other activation.
-    """
-    slopes = getattr(act, "slopes", None)
-    if slopes is None:
-        return None
-    a, b = slopes
-    return sigma_w2 / rho * (a * a + b * b) / 2.0
+    """Per-layer growth factor of a diverging variance (:meth:`meanfield.layers.Dense.variance_growth`)."""
+    return Dense(act, sigma_w2, 0.0, rho).variance_growth()
 
 
 def overflow_layers(growth, q0: float = 1.0):
@@ -56,7 +39,7 @@ def divergent_words(act, sigma_w2: float, sigma_b2: float, rho: float = 1.0) -> 
     head = "the variance grows without bound (q* = inf)"
     if g is not None and g > 1.0 + 1e-12:
         n = overflow_layers(g)
-        return (f"{head}, by x{fmt_factor(g)} per layer: activations overflow float32 after ~{n['float32']} "
+        return (f"{head}, by x{format_factor(g)} per layer: activations overflow float32 after ~{n['float32']} "
                 f"layers and float64 after ~{n['float64']} (from an input variance of 1)")
     if g is not None and abs(g - 1.0) <= 1e-12:
         return (f"{head}, but not exponentially (the per-layer factor tends to 1; the bias variance "
@@ -71,7 +54,7 @@ def pseudo_linear_words(point, name: str) -> str:
     """What the pseudo-linear phase (sigma_b2 = 0, q* = 0, phi smooth with phi(0) = 0) means."""
     slope = float(point.q_slope)
     text = (f"pseudo-linear: with sigma_b2 = 0 and phi(0) = 0 the variance collapses to 0 (q* = 0, "
-            f"shrinking x{fmt_factor(slope)} per layer) and on such small signals {name} acts as a linear "
+            f"shrinking x{format_factor(slope)} per layer) and on such small signals {name} acts as a linear "
             "map, phi(h) ~ phi'(0) h. ")
     cs = float(point.c_star)
     if math.isnan(cs):
@@ -136,9 +119,7 @@ def _fixed_point_from(act, sigma_w2, sigma_b2, rho, q0) -> float:
 
 
 def _chi_at(act, sigma_w2, q) -> float:
-    from .expectations import expectation
-
-    return float(sigma_w2 * expectation(act, "dphi2", q))
+    return float(Dense(act, sigma_w2, 0.0).chi_1(q))
 
 
 def _fate(act, sigma_w2, sigma_b2, rho, q) -> str:

@@ -30,7 +30,7 @@ from .expectations import expectation
 from .fixed_points import solve_q_star
 from .layers import Q_TINY, Dense, core_expectations
 
-__all__ = ["propagate", "Propagation", "gradient_growth", "GradientGrowth", "describe_factor"]
+__all__ = ["propagate", "Propagation", "gradient_growth", "GradientGrowth", "describe_factor", "format_factor"]
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,8 @@ class GradientGrowth:
         return describe_factor(self.factor, self.depth, self.overall, residual=self.residual)
 
 
-def _fmt_factor(x: float) -> str:
+def format_factor(x: float) -> str:
+    """A multiplicative factor: three digits, or how far from 1 if it is within 0.5% of 1."""
     if not math.isfinite(x):
         return "inf" if x > 0 else "nan"
     if 0.995 <= x < 1.005 and x != 1.0:  # show how far from 1, not a rounded "x1"
@@ -264,16 +265,16 @@ def describe_factor(per_layer: float, depth: int, overall: float | None = None, 
             steady = (math.isfinite(overall) and per_layer > 1 and overall > 1
                       and abs(math.log(overall) - depth * math.log(per_layer)) <= 0.05 * math.log(overall))
         if steady:  # the same factor at every layer (e.g. relu: q grows geometrically): exponential
-            return (f"{g} grows exponentially: x{_fmt_factor(per_layer)} per layer, x{_fmt_factor(overall)} "
+            return (f"{g} grows exponentially: x{format_factor(per_layer)} per layer, x{format_factor(overall)} "
                     f"over {depth} layers")
         if overall >= 1:
-            return (f"{g} grows sub-exponentially: x{_fmt_factor(overall)} over {depth} layers "
-                    f"(x{_fmt_factor(per_layer)} per layer at the last)")
-        return f"{g} shrinks: x{_fmt_factor(overall)} over {depth} layers"
+            return (f"{g} grows sub-exponentially: x{format_factor(overall)} over {depth} layers "
+                    f"(x{format_factor(per_layer)} per layer at the last)")
+        return f"{g} shrinks: x{format_factor(overall)} over {depth} layers"
     if per_layer > 1:
-        return f"{g} grows x{_fmt_factor(per_layer)} per layer: x{_fmt_factor(overall)} over {depth} layers"
+        return f"{g} grows x{format_factor(per_layer)} per layer: x{format_factor(overall)} over {depth} layers"
     if per_layer < 1:
-        return f"{g} shrinks x{_fmt_factor(per_layer)} per layer: x{_fmt_factor(overall)} over {depth} layers"
+        return f"{g} shrinks x{format_factor(per_layer)} per layer: x{format_factor(overall)} over {depth} layers"
     return f"{g} keeps its size (x1 per layer) over {depth} layers"  # pragma: no cover
 
 

@@ -302,6 +302,16 @@ class Dense:
             out[~inf] = sw[~inf] * E("dphi2", q[~inf])
         return out.reshape(shape)
 
+    def variance_growth(self):
+        """Per-layer factor of a diverging variance, ``lim q'/q = sigma_w2/rho (s+^2 + s-^2) / 2``.
+
+        ``s+``, ``s-`` are the slopes of phi at +inf and -inf (``E[phi(sqrt(q) z)^2] ~ q (s+^2 + s-^2)/2``
+        for large q, the variance map of :func:`asymptotic_activation`).  None if phi grows faster
+        than linearly.
+        """
+        s = self.act.slopes
+        return None if s is None else self.sigma_w2 / self.rho * (s[0] ** 2 + s[1] ** 2) / 2
+
     def backward(self, q, E: Expectations | None = None):
         """Per-layer factor of the mean squared gradient at ``q``, ``chi_1 / rho`` (Schoenholz et al. 2017)."""
         return self.gradient_factor(self.chi_1(q, E))

@@ -200,3 +200,12 @@ def test_zero_bias_with_a_flat_origin_is_refused_clearly():
     assert p.q_star == 0.0 and math.isnan(p.c_star) and math.isnan(p.chi_c)
     pd = mf.phase_diagram("monomial", [0.3], [0.0])
     assert math.isnan(pd.c_star[0, 0]) and pd.q_star[0, 0] == 0.0
+
+
+def test_variance_growth_of_a_diverging_network():
+    # q'/q at large q against the direct variance map: gelu and elu grow like relu, softplus too
+    for act, sw in (("gelu", 3.0), ("elu", 4.0), ("softplus", 2.5), ("leaky_relu", 3.0)):
+        layer = Dense(mf.activation(act), sw, 0.1, 0.8)
+        q = 1e12
+        assert layer.variance_growth() == pytest.approx(float(mf.q_map(q, act, sw, 0.1, rho=0.8)) / q, rel=1e-5)
+    assert Dense(mf.activation("exp"), 1.0, 0.0).variance_growth() is None
