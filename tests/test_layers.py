@@ -209,3 +209,26 @@ def test_variance_growth_of_a_diverging_network():
         q = 1e12
         assert layer.variance_growth() == pytest.approx(float(mf.q_map(q, act, sw, 0.1, rho=0.8)) / q, rel=1e-5)
     assert Dense(mf.activation("exp"), 1.0, 0.0).variance_growth() is None
+
+
+@pytest.mark.slow
+def test_sampled_networks_fall_or_diverge_either_side_of_an_unstable_critical_point():
+    # gelu at sigma_b2 = 0.1: chi_1 = 1 only at an unstable fixed point q_c (slope 1.04). Sampled networks
+    # started at q^0 = q_c / 2 follow the theory down towards the ordered fixed point; started at 3 q_c their
+    # variance runs away (theory: x12 in 39 layers; at width 800 the spread across networks is large, since
+    # the repulsion from q_c is weak and finite-width noise compounds)
+    (p,) = mf.critical_points("gelu", 0.1)
+    rng = np.random.default_rng(7)
+    d = 400
+    finals, theory = {}, {}
+    for f in (0.5, 3.0):
+        x = rng.standard_normal(d)
+        x *= math.sqrt((f * p.q_star - 0.1) / p.sigma_w2 * d) / np.linalg.norm(x)  # q^0 = f q_c
+        spec = emp.NetworkSpec("gelu", sigma_w2=p.sigma_w2, sigma_b2=0.1, width=800, depth=40)
+        finals[f] = emp.simulate(spec, x[None, :], 8, rng, gradients=False).q[:, -1, 0]
+        theory[f] = mf.propagate("gelu", q0=f * p.q_star, c0=1.0, depth=39, sigma_w2=p.sigma_w2, sigma_b2=0.1).q[-1]
+    low = finals[0.5]
+    se = low.std(ddof=1) / math.sqrt(low.size)
+    assert abs(low.mean() - theory[0.5]) < 4 * se + 0.02 * theory[0.5], (low.mean(), theory[0.5], se)
+    assert np.all(low < p.q_star) and theory[0.5] < p.q_star
+    assert theory[3.0] > 10 * p.q_star and np.all(finals[3.0] > p.q_star) and np.median(finals[3.0]) > 3 * p.q_star
