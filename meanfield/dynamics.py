@@ -26,9 +26,11 @@ from numpy.typing import ArrayLike
 
 from . import _validate
 from .activations import ActivationLike, activation
-from .expectations import expectation
+from .architecture import network
 from .fixed_points import solve_q_star
-from .layers import Q_TINY, Dense, core_expectations
+from .gradients import gradient_scales
+from .layers import Q_TINY, Dense, Residual, core_expectations
+from .layers import rule as layer_rule
 
 __all__ = ["propagate", "Propagation", "gradient_growth", "GradientGrowth", "describe_factor", "format_factor"]
 
@@ -168,6 +170,8 @@ class GradientGrowth:
     sigma_w2, sigma_b2, rho : float
     residual : bool
     sigma_v2, sigma_a2 : float or None (residual networks only)
+    norm : None, "batch" or "layer": normalisation before phi
+    batch_size : int or None (batch norm only)
     layers : int array ``1..depth``: the number of layers the gradient has gone back through
         (a count; entry ``k - 1`` is the step back from layer ``k`` to layer ``k - 1`` when the
         network starts at layer 0 with variance ``q0``)
@@ -190,6 +194,8 @@ class GradientGrowth:
     total: np.ndarray
     q: np.ndarray
     factor: float
+    norm: str | None = None
+    batch_size: int | None = None
 
     @property
     def depth(self) -> int:
@@ -281,7 +287,8 @@ def describe_factor(per_layer: float, depth: int, overall: float | None = None, 
 def gradient_growth(act: ActivationLike, depth: int = 100, sigma_w2: float = 1.76, sigma_b2: float = 0.05,
                     rho: float = 1.0, residual: bool = False, sigma_v2: float = 1.0,
                     sigma_a2: float = 0.0, q0: float | None = None, method: str = "auto",
-                    memory_limit: float | None = None) -> GradientGrowth:
+                    memory_limit: float | None = None, norm: str | None = None,
+                    batch_size: int | None = None) -> GradientGrowth:
     """Growth of the mean squared gradient norm over depth (Schoenholz et al. 2017, Sec. 4).
 
     Plain networks: going back one layer multiplies ``E||dE/dh^l||^2`` by
@@ -294,6 +301,12 @@ def gradient_growth(act: ActivationLike, depth: int = 100, sigma_w2: float = 1.7
     ``V ~ N(0, sigma_v2/N)``, ``a ~ N(0, sigma_a2)``: ``q^l = sigma_w2 p^{l-1} + sigma_b2``,
     ``p^l = p^{l-1} + sigma_v2 E[phi(sqrt(q^l) z)^2] + sigma_a2`` (``p^0 = q0``, default 1),
     and the factor of layer l is ``1 + sigma_v2 sigma_w2 E[phi'(sqrt(q^l) z)^2]``.
+
+    Normalised networks (``norm="layer"`` or ``"batch"``): the factors of the layer rules
+    :class:`meanfield.layers.LayerNorm` (``sigma_w2 E[phi'(z)^2] / q``; Philipp et al. 2018) and
+    :class:`meanfield.layers.BatchNorm` (``lambda_G(phi, B)`` at the fixed point, which no choice
+    of sigma_w2, sigma_b2 or phi removes; Yang et al. 2019), for a batch of i.i.d. inputs.  Both
+    reach their fixed point after one layer; with ``q0=None`` the network starts there.
 
     Parameters
     ----------
@@ -310,10 +323,19 @@ def gradient_growth(act: ActivationLike, depth: int = 100, sigma_w2: float = 1.7
     method : {"auto", "exact", "quadrature"}
     memory_limit : float, optional
         Bytes the per-layer arrays may take (default :data:`meanfield._validate.DEFAULT_MEMORY_LIMIT`).
+    norm : {None, "layer", "batch"}
+        Normalisation before phi in every layer (not with residual blocks or dropout).
+    batch_size : int
+        Batch size B > 3 for ``norm="batch"``.
 
     Returns
     -------
     GradientGrowth
+
+    See Also
+    --------
+    meanfield.gradients.gradient_scales : the same for any sequence of layers, with the gradient
+        scale coefficient, sign diversity and pseudo-linearity.
     """
     act = activation(act)
     act.derivative(1)
@@ -326,25 +348,36 @@ def gradient_growth(act: ActivationLike, depth: int = 100, sigma_w2: float = 1.7
             raise ValueError(f"{name} must be a single number here")
     _check_size(4 * depth, memory_limit, "gradient_growth")
     layers = np.arange(1, depth + 1)
+    if norm is not None or batch_size is not None:
+        net = network(act, depth, sigma_w2=sw, sigma_b2=sb, norm=norm,
+                      batch_size=batch_size, residual=residual, rho=rho)
+        if q0 is None:  # the fixed point, reached after one layer from any batch of i.i.d. inputs
+            start = layer_rule(net[0]).forward(1.0, 0.0)
+        else:
+            start = (_validate.scalar("q0", _validate.nonnegative("q0", q0)), 0.0)
+        walk = gradient_scales(net, *start)
+        per, q = walk.factor, walk.q[:-1]
+        total = np.cumprod(per)
+        return GradientGrowth(act.name, sw, sb, rho, False, None, None, layers, per, total, q, float(per[-1]),
+                              norm, net[0].batch_size)
     if residual:
         if rho != 1.0:
             raise ValueError("dropout (rho < 1) is not part of the residual-network theory here")
         sv = _validate.scalar("sigma_v2", _validate.nonnegative("sigma_v2", sigma_v2))
         sa = _validate.scalar("sigma_a2", _validate.nonnegative("sigma_a2", sigma_a2))
         p = 1.0 if q0 is None else _validate.scalar("q0", _validate.nonnegative("q0", q0))
+        block, E = Residual(act, sw, sb, sv, sa), core_expectations(act, method)
         q = np.full(depth, np.inf)
         per = np.empty(depth)
-        unit = Dense(act, 1.0, 0.0)  # E[phi'^2] with its q = inf limit: unit.chi_1(q)
         for i in range(depth):
             with np.errstate(over="ignore"):
                 q[i] = sw * p + sb
             if not math.isfinite(q[i]):  # the variance has left float range: the limits from here on
-                per[i:] = 1.0 + sv * sw * float(unit.chi_1(np.inf))
+                per[i:] = block.gradient(np.inf, E=E)
                 break
-            v, d = (float(expectation(act, k, q[i], method=method)) for k in ("phi2", "dphi2"))
-            per[i] = 1.0 + sv * sw * d
+            per[i] = block.gradient(p, E=E)
             with np.errstate(over="ignore"):
-                p = p + sv * v + sa
+                p = p + block.branch_power(p, E)
         total = np.cumprod(per)
         return GradientGrowth(act.name, sw, sb, rho, True, sv, sa, layers, per, total, q, float(per[-1]))
     rule, E = Dense(act, sw, sb, rho), core_expectations(act, method)

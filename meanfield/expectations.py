@@ -19,6 +19,7 @@ __all__ = ["expectation", "KINDS", "METHODS"]
 KINDS = {
     "phi2": (1, "E[phi(u)^2], u ~ N(0, q)"),
     "dphi2": (1, "E[phi'(u)^2]"),
+    "dphi": (1, "E[phi'(u)] = E[u phi(u)] / q (Stein's lemma)"),
     "slope": (1, "d/dq E[phi(u)^2] = E[phi(u) phi'(u) u] / q = E[phi'^2 + phi phi'']"),
     "cov": (2, "E[phi(u1) phi(u2)], (u1, u2) ~ N(0, [[q1, q12], [q12, q2]])"),
     "dcov": (2, "E[phi'(u1) phi'(u2)]"),
@@ -67,7 +68,7 @@ def expectation(act, kind: str, q1, q2=None, q12=None, method: str = "auto", rto
             if not np.all(np.isfinite(q12)) or np.any(np.abs(q12) > (np.sqrt(q1) * np.sqrt(q2)) * (1 + 1e-12)):
                 raise ValueError("q12 must be finite with |q12| <= sqrt(q1 q2) (a covariance)")
             q12 = np.clip(q12, -(np.sqrt(q1) * np.sqrt(q2)), (np.sqrt(q1) * np.sqrt(q2)))
-    if kind in ("dphi2", "slope", "dcov"):
+    if kind in ("dphi2", "dphi", "slope", "dcov"):
         act.derivative(1)
     if nvar == 2 and c is not None:
         if q12 is not None:
@@ -87,6 +88,8 @@ def expectation(act, kind: str, q1, q2=None, q12=None, method: str = "auto", rto
 
 
 def _exact(act: Activation, kind, q1, q2, q12):
+    if kind == "dphi":  # no closed-form table entry: quadrature (to 1e-12)
+        return None
     if kind == "half_sq_diff":
         v = symbolic.numeric(act, "phi2")
         cv = symbolic.numeric(act, "cov")
@@ -106,6 +109,8 @@ def _quad_1d(act: Activation, kind, q, rtol):
     dphi = act.dphi
     if kind == "dphi2":
         return quadrature.expect_1d(lambda u: dphi(u) ** 2, 0.0, q, kinks, 2 * rate, rtol)
+    if kind == "dphi":
+        return quadrature.expect_1d(dphi, 0.0, q, kinks, rate, rtol)
     # slope: E[phi phi' u] / q for q > 0; the pointwise limit phi'(0)^2 + phi(0) phi''(0) at q = 0
     q = np.asarray(q, dtype=float)
     out = np.empty(q.shape)

@@ -9,6 +9,13 @@ Every method takes the Gaussian expectations it needs from an *expectation provi
 ``E(kind, q1, q2=None, c=None)`` (kinds as in :data:`meanfield.expectations.KINDS`), by default
 the core :func:`meanfield.expectations.expectation`; fast paths pass their tables instead.
 
+:class:`LayerNorm`, :class:`BatchNorm` and :class:`Residual` are the other layer types of
+:mod:`meanfield.architecture` (:func:`rule` maps a plain-data layer to its rule); every type
+answers ``forward(q, c)``, ``gradient(q, c)``, ``argument(q, c)`` and ``nonlinearity(q, c)`` for
+a batch of per-unit variance q and pairwise correlation c, which is all
+:func:`meanfield.gradients.gradient_scales` needs to follow signals and gradients through a
+network of mixed layers.
+
 :class:`Dense` is the fully connected layer with dropout,
 ``h^l = W^l (m^l * phi(h^{l-1})) / rho + b^l``, ``W_ij ~ N(0, sigma_w2/N)``,
 ``b_i ~ N(0, sigma_b2)``, ``m_j ~ Bernoulli(rho)`` (inverted dropout; Poole et al. 2016, eqs. 3
@@ -47,8 +54,8 @@ import sympy as sp
 from .activations import Activation, activation, x
 from .expectations import expectation
 
-__all__ = ["Dense", "core_expectations", "asymptotic_activation", "local_activation", "is_linear",
-           "NoLimitError", "Q_TINY"]
+__all__ = ["Dense", "LayerNorm", "BatchNorm", "Residual", "rule", "core_expectations",
+           "asymptotic_activation", "local_activation", "is_linear", "NoLimitError", "Q_TINY"]
 
 #: Below this variance a zero-bias layer is at its q = 0 limit (see :meth:`Dense.limit`).
 Q_TINY = 1e-100
@@ -353,6 +360,23 @@ class Dense:
                 out[i] = float(lim.chi_c(1.0, c[i]))
         return out.reshape(shape)
 
+    # ---- the four questions every layer type answers (see rule() below) ----
+    def forward(self, q, c):
+        """``(q', c')``: the variance map and the correlation map (Poole et al. 2016, eqs. 3, 5)."""
+        return float(self.q_map(q)), float(self.c_map(q, c))
+
+    def gradient(self, q, c=None):
+        """``chi_1 / rho`` at ``q`` (Schoenholz et al. 2017, eq. 16)."""
+        return float(self.backward(q))
+
+    def argument(self, q, c):
+        """What enters phi is the layer's input itself: ``(q, c)``."""
+        return float(q), float(c)
+
+    def nonlinearity(self, q, c=None):
+        """Nonlinear power fraction of phi at variance ``q`` (see :func:`_nonlinear_fraction`)."""
+        return _nonlinear_fraction(self.act, q)
+
     def _limit_at(self, sw, sb, q):
         """The limit layer of one point (or a stand-in with the same methods).
 
@@ -397,3 +421,220 @@ _NAN = object()
 def _flat(*arrays):
     arrs = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in arrays))
     return arrs[0].shape, [np.array(a, dtype=float).ravel() for a in arrs]
+
+
+# ---- the other layer types (meanfield.architecture), for signals and gradients layer by layer ----
+#
+# Every layer type answers four questions about a batch whose vectors have per-unit variance q
+# and pairwise correlation c (the vector the layer reads: h, or x for residual blocks):
+#   forward(q, c)     -> (q', c') of the vector it writes,
+#   gradient(q, c)    -> the factor of E||dE/d(input)||^2 / E||dE/d(output)||^2 (equal widths),
+#   argument(q, c)    -> (variance, correlation) of what enters phi,
+#   nonlinearity(q, c)-> the fraction of phi's output power no linear map of its argument explains.
+# The other layer types reuse Dense where their rule is Dense's at another variance.
+
+def _nonlinear_fraction(act: Activation, q):
+    """``1 - E[phi'(u)]^2 q / E[phi(u)^2]``, ``u ~ N(0, q)``: phi's output power not explained linearly.
+
+    By Stein's lemma ``E[u phi(u)] = q E[phi'(u)]``, so this is ``1 - E[u phi]^2 / (E[u^2] E[phi^2])``,
+    the power left after the best linear fit ``phi(u) ~ a u`` (Philipp et al. 2018, Sec. 6,
+    pseudo-linearity).  At ``q = 0`` the limit: 0 if phi(0) = 0 and phi is smooth there (the layer is
+    pseudo-linear), 1 if phi(0) != 0 (the output is a constant); at ``q = inf`` that of the
+    asymptotic form.
+    """
+    q = float(q)
+    if not np.isfinite(q) or q == 0.0:
+        psi = asymptotic_activation(act) if np.isinf(q) else None
+        if q == 0.0:
+            if float(act.phi(np.zeros(1))[0]) != 0.0:
+                return 1.0
+            psi = local_activation(act)
+        if psi is None:
+            return float("nan")
+        act, q = psi, 1.0
+    v = float(expectation(act, "phi2", q))
+    if v == 0.0:
+        return float("nan")
+    d = float(expectation(act, "dphi", q))
+    return float(min(1.0, max(0.0, 1.0 - d * d * q / v)))
+
+
+
+
+@dataclass(frozen=True)
+class LayerNorm:
+    """Layer norm before phi: ``h' = W phi(LN(h)) + b`` (Ba et al. 2016; Philipp et al. 2018, Sec. 4).
+
+    ``LN(h) = (h - mean_units h) / sd_units h`` per input.  At large width the mean over units
+    vanishes and the spread is ``sqrt(q)``, so LN(h) has unit variance whatever q is, and the
+    layer is :class:`Dense` at unit variance:
+
+    * forward  ``q' = sigma_w2 E[phi(z)^2] + sigma_b2``, ``c' = (sigma_w2 E[phi(z1) phi(z2)] + sigma_b2) / q'``
+      with unit-variance ``z1, z2`` of correlation c: q is at its fixed point after one layer;
+    * backward ``dE/dh = (1/sqrt(q)) P D W^T dE/dh'`` (P removes two directions of N), so the
+      factor is ``sigma_w2 E[phi'(z)^2] / q``; at the fixed point with ``sigma_b2 = 0`` it is
+      ``E[phi'(z)^2] / E[phi(z)^2]`` whatever sigma_w2 (Philipp et al. 2018: layer-norm tanh
+      explodes).
+    """
+
+    act: Activation
+    sigma_w2: float
+    sigma_b2: float
+
+    def _unit(self) -> Dense:
+        return Dense(self.act, self.sigma_w2, self.sigma_b2)
+
+    def forward(self, q, c):
+        """``(q', c')``: Dense's maps at unit input variance."""
+        return self._unit().forward(1.0, c)
+
+    def gradient(self, q, c=None):
+        """``sigma_w2 E[phi'(z)^2] / q``."""
+        if not q > 0:
+            raise ValueError("layer norm needs inputs of positive variance (q > 0)")
+        return float(self._unit().backward(1.0)) / float(q)
+
+    def argument(self, q, c):
+        """LN(h): unit variance, the input's correlation."""
+        return 1.0, float(c)
+
+    def nonlinearity(self, q, c=None):
+        """Nonlinear power fraction of phi at unit variance."""
+        return _nonlinear_fraction(self.act, 1.0)
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    """Batch norm before phi: ``h' = W phi(BN(h)) + b`` (Yang et al. 2019, ICLR).
+
+    Yang et al. 2019, "A mean field theory of batch normalization".
+
+    ``BN(h) = sqrt(B) G h / ||G h||`` per unit over the batch (``G = I - 11^T/B``).  For a batch
+    whose covariance is permutation symmetric (``q[(1 - c) I + c 11^T]``, ``c < 1``: i.i.d. or
+    equicorrelated inputs), ``y = BN(h)`` is uniform on the sphere of radius ``sqrt(B)`` in the
+    hyperplane orthogonal to the ones vector, whatever q and c are
+    (:mod:`meanfield.batchnorm`):
+
+    * forward: the fixed point ``(q*, c*)`` after one layer
+      (:func:`meanfield.batchnorm.batch_norm_fixed_point`);
+    * backward: ``dE/dh = (sqrt(B)/||Gh||) P_y D W^T dE/dh'`` with ``||Gh||^2 ~ q (1 - c) chi^2_{B-1}``:
+      the factor is ``lambda_G (sigma_w2 m) / (q (1 - c))``, ``m = E[phi(y1)^2] - E[phi(y1) phi(y2)]``,
+      which is ``lambda_G`` at the fixed point (``q* (1 - c*) = sigma_w2 m``).  sigma_w2 and
+      sigma_b2 cancel there; ``lambda_G >= 1``: batch norm makes gradients explode.
+    """
+
+    act: Activation
+    batch_size: int
+    sigma_w2: float
+    sigma_b2: float
+
+    def __post_init__(self):
+        if self.batch_size <= 3:
+            raise ValueError(f"the batch-norm gradient theory needs batch_size > 3, got {self.batch_size}: "
+                             "E[1/chi^2_(B-1)] diverges, so the expected squared gradient is infinite for B <= 3")
+
+    def _sphere(self):
+        from .batchnorm import sphere_expectations
+        return sphere_expectations(self.act, self.batch_size)
+
+    def forward(self, q, c):
+        """The fixed point ``(q*, c*)``, reached after one layer."""
+        from .batchnorm import batch_norm_fixed_point
+        _check_batch(c)
+        qs, cs = batch_norm_fixed_point(self.act, self.batch_size, self.sigma_w2, self.sigma_b2)
+        return float(qs), float(cs)
+
+    def gradient(self, q, c):
+        """``lambda_G sigma_w2 m / (q (1 - c))`` (``lambda_G`` at the fixed point)."""
+        from .batchnorm import lambda_G
+        _check_batch(c)
+        s = self._sphere()
+        m = float(s.phi2 - s.phi12)
+        return float(lambda_G(self.act, self.batch_size)) * self.sigma_w2 * m / (float(q) * (1.0 - float(c)))
+
+    def argument(self, q, c):
+        """``y = BN(h)``: ``E[y^2] = 1`` and correlation ``-1/(B-1)`` between batch elements."""
+        return 1.0, -1.0 / (self.batch_size - 1)
+
+    def nonlinearity(self, q, c=None):
+        """``1 - E[y phi(y)]^2 / E[phi(y)^2]`` over the sphere marginal (``E[y^2] = 1``)."""
+        s = self._sphere()
+        return float(min(1.0, max(0.0, 1.0 - float(s.yphi) ** 2 / float(s.phi2)))) if s.phi2 > 0 else float("nan")
+
+
+def _check_batch(c):
+    if not float(c) < 1.0:
+        raise ValueError("batch norm needs distinct batch elements (correlation c < 1): identical inputs "
+                         "have zero spread over the batch and batch norm divides by it")
+
+
+@dataclass(frozen=True)
+class Residual:
+    """Residual block ``x' = x + V phi(W x + b) + a`` (Yang & Schoenholz 2017, Sec. 3).
+
+    With ``p`` the variance of x: ``q = sigma_w2 p + sigma_b2`` enters phi, and
+
+    * forward  ``p' = p + sigma_v2 E[phi(u)^2] + sigma_a2``, ``p12' = p12 + sigma_v2 E[phi(u1) phi(u2)] + sigma_a2``;
+    * backward ``1 + sigma_v2 sigma_w2 E[phi'(u)^2]`` (the skip adds the identity);
+    * dilution (Philipp et al. 2018, Sec. 5): with ``k^2 = p / (sigma_v2 E[phi^2] + sigma_a2)`` the
+      ratio of skip to branch power and ``r`` the branch's own gradient scale coefficient, the
+      block's is ``GSC^2 = (k^2 + r^2) / (k^2 + 1)``.
+    """
+
+    act: Activation
+    sigma_w2: float
+    sigma_b2: float
+    sigma_v2: float
+    sigma_a2: float
+
+    def _branch(self) -> Dense:
+        return Dense(self.act, self.sigma_w2, self.sigma_b2)
+
+    def argument(self, p, c):
+        """``(q, c_q)`` with ``q = sigma_w2 p + sigma_b2``, ``q12 = sigma_w2 p c + sigma_b2``."""
+        q = self.sigma_w2 * float(p) + self.sigma_b2
+        return q, ((self.sigma_w2 * float(p) * float(c) + self.sigma_b2) / q if q > 0 else 1.0)
+
+    def branch_power(self, p, E: Expectations | None = None):
+        """``sigma_v2 E[phi(u)^2] + sigma_a2``, the variance the branch adds."""
+        q, _ = self.argument(p, 1.0)
+        with np.errstate(over="ignore"):
+            return self.sigma_v2 * float(self._branch().provider(E)("phi2", q)) + self.sigma_a2
+
+    def forward(self, p, c):
+        """``(p', c')``."""
+        q, cq = self.argument(p, c)
+        v = self.branch_power(p)
+        cov = self.sigma_v2 * float(self._branch().provider()("cov", q, q, c=cq)) + self.sigma_a2
+        p_out = float(p) + v
+        return p_out, (float(p) * float(c) + cov) / p_out if p_out > 0 else 1.0
+
+    def gradient(self, p, c=None, E: Expectations | None = None):
+        """``1 + sigma_v2 sigma_w2 E[phi'(u)^2]`` (its ``q = inf`` limit where p is infinite)."""
+        q = self.sigma_w2 * float(p) + self.sigma_b2
+        return 1.0 + self.sigma_v2 * float(self._branch().chi_1(q, E))
+
+    def nonlinearity(self, p, c=None):
+        """Nonlinear power fraction of phi at ``q = sigma_w2 p + sigma_b2``."""
+        return _nonlinear_fraction(self.act, self.argument(p, 1.0)[0])
+
+    def dilution(self, p):
+        """``(k^2, r^2)``: skip-to-branch power ratio and the branch's squared GSC (Philipp et al. 2018)."""
+        v = self.branch_power(p)
+        q, _ = self.argument(p, 1.0)
+        r2 = self.sigma_v2 * float(self._branch().chi_1(q)) * float(p) / v if v > 0 else float("nan")
+        return (float(p) / v if v > 0 else float("inf")), r2
+
+
+def rule(layer) -> Dense | LayerNorm | BatchNorm | Residual:
+    """The layer rule of an architecture layer (:class:`meanfield.architecture.Layer`)."""
+    kind = layer.kind
+    if kind == "dense":
+        return Dense(layer.act, layer.sigma_w2, layer.sigma_b2, layer.rho)
+    if kind == "layer_norm":
+        return LayerNorm(layer.act, layer.sigma_w2, layer.sigma_b2)
+    if kind == "batch_norm":
+        return BatchNorm(layer.act, layer.batch_size, layer.sigma_w2, layer.sigma_b2)
+    if kind == "residual":
+        return Residual(layer.act, layer.sigma_w2, layer.sigma_b2, layer.sigma_v2, layer.sigma_a2)
+    raise ValueError(f"unknown layer kind {kind!r}")  # pragma: no cover  (Layer validates its kind)

@@ -18,6 +18,7 @@ from numpy.typing import ArrayLike
 from . import _validate
 from ._solvers import critical_candidates, critical_search, q_ceiling
 from .activations import ActivationLike, activation
+from .architecture import NORMS, Layer
 from .expectations import expectation
 from .fixed_points import solve_c_star, solve_q_star
 from .layers import Dense, core_expectations
@@ -111,6 +112,7 @@ class MeanFieldPoint:
     c_star_small_bias : where sigma_b2 = 0 and q* = 0, the c* that *any* positive bias, however
         small, would give (the sigma_b2 -> 0+ limit, a different network: the answer is
         discontinuous at sigma_b2 = 0); NaN elsewhere
+    norm, batch_size : the normalisation before phi (None, "layer" or "batch") and the batch size
     """
 
     activation: str
@@ -128,6 +130,8 @@ class MeanFieldPoint:
     gradient_factor: np.ndarray
     phase: np.ndarray
     c_star_small_bias: np.ndarray
+    norm: str | None = None
+    batch_size: int | None = None
 
     def as_dict(self):
         """Plain Python values (floats or lists), for JSON."""
@@ -139,8 +143,17 @@ class MeanFieldPoint:
 
 
 def analyze(act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike, rho: float = 1.0,
-            method: str = "auto") -> MeanFieldPoint:
+            method: str = "auto", norm: str | None = None, batch_size: int | None = None) -> MeanFieldPoint:
     """All mean-field quantities at once, computing q* and c* only once.
+
+    Normalised networks (``norm``): layer norm before phi is the dense layer
+    ``Dense(phi, sigma_w2/q*, sigma_b2/q*)`` at its fixed point ``q = 1`` (the normalised
+    pre-activations have unit variance), with ``q* = sigma_w2 E[phi(z)^2] + sigma_b2`` reached
+    after one layer (``xi_q = 0``) and ``chi_1 = sigma_w2 E[phi'(z)^2] / q*`` the gradient factor
+    (Philipp et al. 2018).  Batch norm: q* and c* of the permutation-symmetric fixed point and
+    ``chi_1 = lambda_G(phi, B)``, whatever sigma_w2 and sigma_b2 (Yang et al. 2019); how
+    non-symmetric batches approach that fixed point is not computed, so chi_c, xi_c and the
+    trainable depth are NaN there.
 
     Parameters
     ----------
@@ -150,6 +163,10 @@ def analyze(act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike, rho: 
     rho : float
         Dropout keep probability.
     method : {"auto", "exact", "quadrature"}
+    norm : {None, "layer", "batch"}
+        Normalisation before phi (not with dropout).
+    batch_size : int
+        Batch size B > 3 for ``norm="batch"``.
 
     Returns
     -------
@@ -160,6 +177,8 @@ def analyze(act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike, rho: 
     sw = _validate.nonnegative("sigma_w2", sigma_w2)
     sb = _validate.nonnegative("sigma_b2", sigma_b2)
     shape, (sw, sb) = _validate.broadcast(sw, sb)
+    if norm is not None or batch_size is not None:
+        return _analyze_normalised(act, sw, sb, shape, rho, method, norm, batch_size)
     layer = Dense(act, sw, sb, rho)
     E = core_expectations(act, method)
     qs, info = solve_q_star(layer, np.ones_like(sw), E)
@@ -180,6 +199,49 @@ def analyze(act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike, rho: 
         activation=act.name, sigma_w2=r(sw), sigma_b2=r(sb), rho=rho, q_star=r(qs), c_star=r(cs),
         chi_1=r(chi1), chi_c=r(chic), phase=r(np.array(PHASES, dtype=object)[code]),
         c_star_small_bias=r(small), **{k: r(v) for k, v in derived.items()},
+    )
+
+
+def _analyze_normalised(act, sw, sb, shape, rho, method, norm, batch_size) -> MeanFieldPoint:
+    """:func:`analyze` for ``norm="layer"`` or ``"batch"`` (flat sw, sb)."""
+    if norm not in NORMS[1:]:
+        raise ValueError(f"norm must be None, 'layer' or 'batch', got {norm!r}")
+    if rho != 1.0:
+        raise ValueError("dropout (rho < 1) with normalisation is not covered: use rho=1")
+    if np.any(sw <= 0):
+        raise ValueError("sigma_w2 must be positive with normalisation (at sigma_w2 = 0 every input gives the "
+                         "same pre-activations and the normalisation divides by zero)")
+    kind = {"layer": "layer_norm", "batch": "batch_norm"}[norm]
+    Layer(kind, act, 1.0, 0.0, batch_size=batch_size)  # validates batch_size against norm
+    E = core_expectations(act, method)
+    zero = np.zeros(sw.size)
+    if norm == "layer":
+        qs = sw * float(E("phi2", 1.0)) + sb
+        unit = Dense(act, sw / qs, sb / qs)  # the same network, seen at unit variance
+        cs, chic, _, _ = solve_c_star(unit, np.ones(sw.size), E)
+        chi1 = unit.chi_1(np.ones(sw.size), E)
+        derived, code = fields_at(unit, np.ones(sw.size), zero, cs, chic, chi1)
+    else:
+        from .batchnorm import batch_norm_fixed_point, lambda_G
+
+        if batch_size <= 3:
+            raise ValueError(f"the batch-norm gradient theory needs batch_size > 3, got {batch_size}")
+        qs, cs = (np.broadcast_to(np.asarray(a, dtype=float), sw.shape)
+                  for a in batch_norm_fixed_point(act, batch_size, sw, sb))
+        chi1 = np.full(sw.size, float(lambda_G(act, batch_size)))
+        chic = np.full(sw.size, np.nan)
+        code = classify(chi1, qs, np.zeros(sw.size, dtype=bool))
+        derived = dict(q_slope=zero, xi_q=zero, xi_c=chic, trainable_depth=chic, gradient_factor=chi1)
+
+    def r(a):
+        a = np.asarray(a).reshape(shape)
+        return a.item() if a.ndim == 0 else a
+
+    return MeanFieldPoint(
+        activation=act.name, sigma_w2=r(sw), sigma_b2=r(sb), rho=rho, q_star=r(qs), c_star=r(cs),
+        chi_1=r(chi1), chi_c=r(chic), phase=r(np.array(PHASES, dtype=object)[code]),
+        c_star_small_bias=r(np.full(sw.size, np.nan)), norm=norm, batch_size=batch_size,
+        **{k: r(v) for k, v in derived.items()},
     )
 
 
