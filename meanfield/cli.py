@@ -470,6 +470,12 @@ def _cmd_depth(args) -> int:
     return 0
 
 
+def _cmd_gradients(args) -> int:
+    from ._cli_gradients import cmd_gradients
+
+    return cmd_gradients(args, _dump_json, _activation)
+
+
 def _add_common(p, *, json_help="machine-readable output"):
     p.add_argument("--param", action="append", default=None, metavar="NAME=VALUE",
                    help="activation parameter, repeatable, e.g. --param alpha=0.2 for leaky_relu "
@@ -542,6 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--sigma-a2", type=float, default=0.0, help="residual branch bias variance (default 0)")
     _add_common(dp)
     dp.set_defaults(func=_cmd_depth)
+
+    from ._cli_gradients import add_parser as add_gradients
+
+    add_gradients(sub, _add_common, _cmd_gradients)
 
     a = sub.add_parser("activations", help="list the activation table",
                        description="The named activations, their formulas and parameters (set them with --param).")
