@@ -85,17 +85,21 @@ class GradientScales:
 
     @property
     def effective_depth(self) -> float:
-        """The depth of a plain network of the branches' GSC with the same overall GSC.
+        """The depth of a plain stack of the branches, at their mean GSC, with the same overall GSC.
 
-        ``sum_k ln GSC_k / ln r_k`` over the residual blocks (Philipp et al. 2018, Sec. 5: residual
-        networks are effectively shallower than their block count because each block's skip
-        dilutes its branch).  NaN where there is no residual block or a branch does not explode
-        (``r <= 1``).
+        ``sum_k ln GSC_k / mean_k(ln r_k)`` over the residual blocks (Philipp et al. 2018, Sec. 5:
+        residual networks are effectively shallower than their block count because each skip
+        dilutes its branch; a block with skip-to-branch power ratio k^2 counts about
+        ``1/(k^2 + 1)`` of a branch layer).  NaN without residual blocks or where the branches do
+        not explode on average (``mean ln r <= 0``).
         """
         res = np.isfinite(self.r2)
-        if not res.any() or np.any(self.r2[res] <= 1.0):
+        if not res.any():
             return float("nan")
-        return float(np.sum(np.log(self.gsc_layer[res]) / (0.5 * np.log(self.r2[res]))))
+        ln_r = 0.5 * float(np.mean(np.log(self.r2[res])))
+        if not ln_r > 0:
+            return float("nan")
+        return float(np.sum(np.log(self.gsc_layer[res])) / ln_r)
 
     def summary(self) -> str:
         """One line in words, e.g. ``"GSC x1.21 per layer: 1.4e4 over 50 layers"``."""

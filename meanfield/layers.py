@@ -539,15 +539,17 @@ class BatchNorm:
 
     def forward(self, q, c):
         """The fixed point ``(q*, c*)``, reached after one layer."""
-        from .batchnorm import batch_norm_fixed_point
         _check_batch(c)
+        from .batchnorm import batch_norm_fixed_point
+
         qs, cs = batch_norm_fixed_point(self.act, self.batch_size, self.sigma_w2, self.sigma_b2)
         return float(qs), float(cs)
 
     def gradient(self, q, c):
         """``lambda_G sigma_w2 m / (q (1 - c))`` (``lambda_G`` at the fixed point)."""
-        from .batchnorm import lambda_G
         _check_batch(c)
+        from .batchnorm import lambda_G
+
         s = self._sphere()
         m = float(s.phi2 - s.phi12)
         return float(lambda_G(self.act, self.batch_size)) * self.sigma_w2 * m / (float(q) * (1.0 - float(c)))
