@@ -8,6 +8,7 @@ exist and by accurate adaptive quadrature otherwise.  Variances everywhere (sigm
 from importlib.metadata import PackageNotFoundError, version
 
 from .activations import Activation, activation, activation_names
+from .architecture import Layer, network
 from .expectations import expectation
 from .fixed_points import ConvergenceWarning, FixedPointInfo, c_star, q_star
 from .layers import Dense
@@ -57,6 +58,13 @@ __all__ = [
     "PHASES",
     "Dense",
     "layers",
+    "Layer",
+    "network",
+    "architecture",
+    "gradient_scales",
+    "GradientScales",
+    "lambda_G",
+    "batchnorm",
     "analyze",
     "MeanFieldPoint",
     "ConvergenceWarning",
@@ -103,8 +111,12 @@ _LAZY = {
     "NNGPRegressor": "gp",
     "NNGPClassifier": "gp",
     "KernelWarning": "kernels",
+    "gradient_scales": "gradients",
+    "GradientScales": "gradients",
+    "lambda_G": "batchnorm",
 }
-_SUBMODULES = ("empirical", "plotting", "diagram", "dynamics", "kernels", "gp", "layers")
+_SUBMODULES = ("empirical", "plotting", "diagram", "dynamics", "kernels", "gp", "layers", "architecture",
+               "gradients", "batchnorm")
 
 
 def __getattr__(name):
