@@ -64,6 +64,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import _diagram_norm as norm_fields
 from . import _validate
 from ._diagram_engine import Engine, engine
 from ._io import atomic_write
@@ -71,7 +72,7 @@ from ._solvers import critical_search
 from .activations import Activation, ActivationLike, activation
 from .fixed_points import solve_c_star
 from .layers import Dense
-from .phase import PHASES, fields_at
+from .phase import PHASES, analyze, fields_at
 
 __all__ = ["phase_diagram", "PhaseDiagram", "load_phase_diagram", "GridTooLargeError", "PHASES", "required_memory"]
 
@@ -137,6 +138,7 @@ class PhaseDiagram:
     n_reference : int
         Points whose c* the fast path could not certify and that were computed per point by the
         core instead.
+    norm, batch_size : the normalisation before phi (None, "layer" or "batch") and the batch size
     """
 
     activation: str
@@ -155,6 +157,8 @@ class PhaseDiagram:
     phase: np.ndarray
     critical_line: np.ndarray
     n_reference: int = 0
+    norm: str | None = None
+    batch_size: int | None = None
 
     @property
     def shape(self):
@@ -212,6 +216,8 @@ class PhaseDiagram:
             phase_names=np.array(PHASES), critical_line=self.critical_line,
             n_reference=np.array(self.n_reference),
         )
+        if self.norm is not None:
+            arrays.update(norm=np.array(self.norm), batch_size=np.array(self.batch_size or 0))
         atomic_write(path, lambda fh: np.savez(fh, **arrays), prefix=".phase-diagram-")
         return path
 
@@ -306,7 +312,7 @@ def _read_members(path, fh):
         if missing and missing != ["format"]:
             raise _not_ours(path, f"missing {', '.join(missing)}")
         out = {}
-        for key in (*_MEMBERS, "n_reference"):
+        for key in (*_MEMBERS, "n_reference", "norm", "batch_size"):
             if key in present:
                 try:
                     out[key] = npz[key]
@@ -401,14 +407,29 @@ def _from_members(path, a):
         raise _bad(path, f"n_reference must be a non-negative integer, at most the number of grid points "
                          f"({sb.size * sw.size}), got {_show(n_ref)}")
     phase = np.array(names, dtype=f"U{max(map(len, PHASES))}")[codes]
+    norm, batch_size = _norm_members(path, a)
     return PhaseDiagram(activation=str(act), sigma_w2=sw, sigma_b2=sb, rho=float(rho), phase=phase,
-                        critical_line=line, n_reference=int(n_ref), **values)
+                        critical_line=line, n_reference=int(n_ref), norm=norm, batch_size=batch_size, **values)
+
+
+def _norm_members(path, a):
+    """The optional ``norm`` and ``batch_size`` members (absent: a network without normalisation)."""
+    if "norm" not in a:
+        return None, None
+    norm = a["norm"]
+    if norm.shape != () or norm.dtype.kind != "U" or str(norm) not in ("layer", "batch"):
+        raise _bad(path, f"norm must be 'layer' or 'batch', got {_show(norm)}")
+    size = a.get("batch_size", np.array(0))
+    if size.shape != () or size.dtype.kind not in "iu" or (str(norm) == "batch" and int(size) <= 3):
+        raise _bad(path, f"batch_size must be an integer > 3 for batch norm, got {_show(size)}")
+    return str(norm), (int(size) if str(norm) == "batch" else None)
 
 
 def phase_diagram(act: ActivationLike = "tanh", sigma_w2: ArrayLike | None = None, sigma_b2: ArrayLike | None = None,
                   rho: float = 1.0, *,
                   progress: Callable[[int, int], None] | None = None,
-                  memory_limit: float | None = None) -> PhaseDiagram:
+                  memory_limit: float | None = None, norm: str | None = None,
+                  batch_size: int | None = None) -> PhaseDiagram:
     """Every mean-field field on a (sigma_w2, sigma_b2) grid (Schoenholz et al. 2017, Fig. 1).
 
     For each grid point: ``q*`` solves ``q = sigma_w2/rho E[phi(sqrt(q) z)^2] + sigma_b2``
@@ -434,6 +455,13 @@ def phase_diagram(act: ActivationLike = "tanh", sigma_w2: ArrayLike | None = Non
     memory_limit : float, optional
         Refuse grids needing more bytes than this (default
         :data:`meanfield._validate.DEFAULT_MEMORY_LIMIT`, 4 GiB).
+    norm : {None, "layer", "batch"}
+        Normalisation before phi (as :func:`meanfield.analyze`): layer norm is the dense layer
+        ``Dense(phi, sigma_w2/q*, sigma_b2/q*)`` at unit variance, with the straight critical line
+        ``sigma_b2 = sigma_w2 (E[phi'(z)^2] - E[phi(z)^2])``; batch norm has
+        ``chi_1 = lambda_G(phi, B)`` everywhere (Yang et al. 2019) and no critical line.
+    batch_size : int
+        Batch size B > 3 for ``norm="batch"``.
 
     Returns
     -------
@@ -460,6 +488,10 @@ def phase_diagram(act: ActivationLike = "tanh", sigma_w2: ArrayLike | None = Non
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be a callable progress(done, total), got {type(progress).__name__}")
     act.derivative(1)  # a clear error now if chi_1 is undefined
+    if norm is not None or batch_size is not None:
+        analyze(act, 1.0, 0.0, norm=norm, batch_size=batch_size, rho=rho)  # validates the architecture
+        if np.any(sw <= 0):
+            raise ValueError("sigma_w2 must be positive with normalisation: start the sigma_w2 grid above 0")
     eng = engine(act)
     n = sw.size * sb.size
     out = {name: np.empty(n) for name in _FIELDS}
@@ -470,18 +502,21 @@ def phase_diagram(act: ActivationLike = "tanh", sigma_w2: ArrayLike | None = Non
         flat = np.arange(start, stop)
         w = sw[flat % sw.size]
         b = sb[flat // sw.size]
-        res, c, nr = _chunk(eng, act, w, b, rho)
+        if norm is None:
+            res, c, nr = _chunk(eng, act, w, b, rho)
+        else:
+            res, c, nr = norm_fields.chunk(eng, act, w, b, norm, batch_size)
         for name in _FIELDS:
             out[name][start:stop] = res[name]
         code[start:stop] = c
         n_ref += nr
         if progress is not None:
             progress(stop, n)
-    crit = _critical_sigma_w2(eng, act, sb, rho)
+    crit = _critical_sigma_w2(eng, act, sb, rho) if norm is None else norm_fields.critical_line(eng, sb, norm)
     shape = (sb.size, sw.size)
     phase = np.array(PHASES)[code.reshape(shape)]
     return PhaseDiagram(activation=act.name, sigma_w2=sw, sigma_b2=sb, rho=rho, phase=phase,
-                        critical_line=crit, n_reference=n_ref,
+                        critical_line=crit, n_reference=n_ref, norm=norm, batch_size=batch_size,
                         **{name: out[name].reshape(shape) for name in _FIELDS})
 
 

@@ -187,3 +187,25 @@ def test_describe_and_mixed_networks():
 def test_bad_architectures_are_refused(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_layer_norm_phase_diagram_agrees_with_analyze_and_its_critical_line_with_quad(tmp_path):
+    sw, sb = np.linspace(0.3, 5, 14), np.linspace(0, 2, 9)
+    pd = mf.phase_diagram("tanh", sw, sb, norm="layer")
+    W, B = np.meshgrid(sw, sb)
+    p = mf.analyze("tanh", W, B, norm="layer")
+    for name in ("q_star", "chi_1", "chi_c", "xi_c", "trainable_depth"):
+        a, b = getattr(pd, name), getattr(p, name)
+        assert np.array_equal(np.isfinite(a), np.isfinite(b))
+        assert a[np.isfinite(a)] == pytest.approx(b[np.isfinite(b)], rel=1e-9)
+    assert np.nanmax(np.abs(pd.c_star - p.c_star)) < 1e-10
+    assert (pd.phase == p.phase).all() and {"ordered", "chaotic"} <= set(pd.phase.ravel())
+    # critical line: chi_1 = sw E[phi'^2] / (sw E[phi^2] + sb) = 1, with the expectations by quad
+    d1, v1 = _gauss(lambda u: dtanh(u) ** 2), _gauss(lambda u: tanh(u) ** 2)
+    line = pd.critical_line
+    assert math.isnan(line[0])  # at sigma_b2 = 0 chi_1 = E[phi'^2]/E[phi^2] > 1 for every sigma_w2
+    assert line[1:] * d1 / (line[1:] * v1 + sb[1:]) == pytest.approx(1.0, rel=1e-12)
+    pd.save(tmp_path / "ln.npz")
+    back = mf.load_phase_diagram(tmp_path / "ln.npz")
+    assert back.norm == "layer" and back.batch_size is None
+    assert np.array_equal(back.c_star, pd.c_star, equal_nan=True)
