@@ -1,8 +1,9 @@
 """Sampled finite random networks: the observables of the mean-field theory, measured.
 
 This module is the independent check of the theory.  It uses only
-:mod:`meanfield.activations` (to evaluate phi and phi') and plain argument checks, and never
-calls the maps, fixed points or kernels that it is used to test.
+:mod:`meanfield.activations` (to evaluate phi and phi'), the plain-data network descriptions of
+:mod:`meanfield.architecture` and plain argument checks, and never calls the maps, fixed points
+or kernels that it is used to test.
 
 Conventions (Poole et al. 2016; Schoenholz et al. 2017; Lee et al. 2018)
 -------------------------------------------------------------------------
@@ -40,7 +41,9 @@ What is here
 parameters), :func:`run` (one sampled network's pass over a batch, recorded in a
 :class:`NetworkRun`), :func:`simulate` (many independent networks, a :class:`Simulation`),
 :func:`empirical_nngp` and :func:`empirical_ntk` (Monte Carlo kernels, a
-:class:`KernelEstimate`) and :func:`compare` (theory against simulation, a :class:`Comparison`).
+:class:`KernelEstimate`), :func:`compare` (theory against simulation, a :class:`Comparison`) and
+:func:`measure_gradient_scales` (dense, batch-norm, layer-norm and residual networks described by
+:mod:`meanfield.architecture`: gradient scales, a :class:`SampledGradientScales`).
 
 Memory
 ------
@@ -59,11 +62,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import _architecture_pass as arch_pass
 from . import _empirical_checks as checks
 from . import _network_pass as engine
 from . import _validate
 from ._comparison import Comparison, compare
 from ._empirical_results import KernelEstimate, NetworkRun, Simulation
+from ._gradient_scales import SampledGradientScales, estimate
 from .activations import Activation, activation
 
 __all__ = [
@@ -79,6 +84,8 @@ __all__ = [
     "empirical_nngp",
     "empirical_ntk",
     "compare",
+    "SampledGradientScales",
+    "measure_gradient_scales",
 ]
 
 
@@ -560,3 +567,107 @@ def empirical_ntk(spec: NetworkSpec | SampledNetwork, X: ArrayLike, n_networks: 
         r = engine.run_batch(spec, X, params, engine.new_base(rng), delta, None, opt, memory_limit, ntk_coef=coef)
         acc.add(r.ntk)
     return acc.result()
+
+
+# ----------------------------------------------------------------------------------------
+# Gradient scales of the architectures of meanfield.architecture
+# ----------------------------------------------------------------------------------------
+
+
+def measure_gradient_scales(layers, width: int, batch_size: int, n_networks: int,
+                            rng: np.random.Generator | int | None, *, q0: float = 1.0, c0: float = 0.0,
+                            dtype: str | np.dtype = "float64", memory_limit: float | None = None
+                            ) -> SampledGradientScales:
+    """Forward and exact backward passes of sampled networks of :mod:`meanfield.architecture` layers.
+
+    All layers have width N.  The batch ``h^0`` is B vectors with entries N(0, q0), independent
+    across units, any two of them with correlation c0 (``h^0 = sqrt(q0) Z C^{1/2}``,
+    ``C = (1 - c0) I + c0 1 1^T``: for c0 >= 0 the same as ``sqrt(q0)(sqrt(c0) z + sqrt(1 - c0) z_b)``),
+    drawn afresh for every network.  Layer ``k = 1..L`` maps ``h^{k-1}`` to ``h^k``:
+
+    * ``"dense"``      ``h^k = W (m * phi(h^{k-1})) / rho + b`` (inverted dropout, masks per unit and input);
+    * ``"batch_norm"`` ``h^k = W phi(BN(h^{k-1})) + b``, per unit over the batch, biased variance, eps = 0
+      (Yang et al. 2019);
+    * ``"layer_norm"`` ``h^k = W phi(LN(h^{k-1})) + b``, per input over the units (Ba et al. 2016);
+    * ``"residual"``   ``h^k = h^{k-1} + V phi(W h^{k-1} + b) + a`` (Yang & Schoenholz 2017),
+
+    with ``W_ij ~ N(0, sigma_w2/N)``, ``V_ij ~ N(0, sigma_v2/N)``, ``b_i ~ N(0, sigma_b2)``,
+    ``a_i ~ N(0, sigma_a2)``.  The loss ``E = sum(u * h^L)``, ``u_ib ~ N(0, 1)``, is backpropagated
+    exactly (batch norm through the batch mean and variance,
+    ``dh = (dy - mean_B dy - y mean_B(dy y)) / sigma``; layer norm likewise over the units), so
+    ``E_u ||g^l||^2 = ||J_{L,l}||_F^2`` for ``g^l = dE/dh^l`` and the batch Jacobian
+    ``J_{L,l} = dh^L/dh^l``.  The gradient scale coefficient (Philipp et al. 2018) follows as
+    ``GSC(L, l)^2 = grad2[l] q[l] / q[L]``.
+
+    Parameters
+    ----------
+    layers : sequence of meanfield.architecture.Layer
+        The network, e.g. ``architecture.network("relu", 50, sigma_w2=2.0, norm="batch", batch_size=16)``.
+    width : int
+        N, the width of every layer (and the input dimension).
+    batch_size : int
+        B >= 2; must equal the ``batch_size`` of every batch_norm layer.
+    n_networks : int
+        Independent networks (each with its own input batch and u).
+    rng : numpy.random.Generator or int
+        Source of everything: each network draws one seed, from which every layer's parameters and
+        masks come (the results do not depend on whether the weights are kept or regenerated).
+    q0 : float
+        Input variance, > 0.
+    c0 : float
+        Input correlation: in [-1/(B-1), 1], or in [0, 1) when there is batch norm (c0 = 1 makes the
+        batch elements equal and batch norm divides by zero).
+    dtype : {"float64", "float32"}
+        Precision of the weights and the passes (the records are float64).  float32 weights come
+        from numpy's float32 normal sampler: the same seed gives the same inputs but other weights.
+    memory_limit : float, optional
+        Bytes of working memory (``None``: the package default, 4 GiB): the weights
+        (``width^2`` numbers per matrix) are kept when they fit and regenerated layer by layer
+        otherwise; the backward tape (one or two ``width x B`` arrays per layer) must fit.
+
+    Returns
+    -------
+    SampledGradientScales
+        ``q``, ``c``, ``grad2``, ``gsc`` (length L + 1), ``factor``, ``gsc_layer``,
+        ``sign_diversity``, ``nonlinearity`` (length L), standard errors ``*_se`` across networks,
+        the per-network records and the number of networks that overflowed (``n_diverged``; left
+        out of the means).  ``factor`` and the GSCs are ratios of means, with delta-method errors.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument, before any sampling: a bad layer list, widths or counts, ``batch_size``
+        below 2 or different from a batch_norm layer's, q0 not positive and finite, c0 outside its
+        range, an unknown dtype, an activation without phi', or a request larger than
+        ``memory_limit`` (the message states the size).
+    TypeError
+        ``rng`` is not a Generator, a seed or None.
+
+    Notes
+    -----
+    Mean-field values to compare with (Yang et al. 2019; Philipp et al. 2018; Schoenholz et al.
+    2017): dense ``factor = chi_1 / rho = sigma_w2 E[phi'(h)^2] / rho``; residual
+    ``1 + sigma_v2 sigma_w2 E[phi'(z)^2]``; layer norm with ``sigma_b2 = 0``
+    ``E[phi'(z)^2] / E[phi(z)^2]``; batch norm ``(B-2)/(B-3)`` for linear phi and
+    ``E[phi'(z)^2] / Var phi(z)`` as ``B -> inf`` (z ~ N(0, 1)).  Batch norm needs B > 3 for a
+    finite expected factor: each unit contributes ``1/sigma^2`` with ``sigma^2 ~ chi^2_{B-1}``, so
+    at B = 3 the mean is infinite and at B = 4 the per-network gradients have infinite variance
+    (heavy tails: the standard errors are not to be trusted; use B >= 8 for estimates).  At B = 2
+    a batch-norm layer passes no gradient (its output is +-1 whatever its input; what is measured
+    is rounding error).
+    Networks where a value overflows keep inf/NaN in ``per_network`` and are counted in
+    ``n_diverged``; no warnings are raised.
+
+    Examples
+    --------
+    >>> from meanfield.architecture import network
+    >>> net = network("linear", 10, sigma_w2=1.0, norm="batch", batch_size=8)
+    >>> res = measure_gradient_scales(net, 200, 8, 4, rng=0)
+    >>> res.factor.shape, float(res.gsc[-1]), res.n_diverged
+    ((10,), 1.0, 0)
+    >>> print(res.summary())  # doctest: +ELLIPSIS
+    10 batch_norm(B=8) linear layers, width 200, batch 8, 4 networks: GSC(L, 0) = ...
+    """
+    setup = arch_pass.check_arguments(layers, width, batch_size, n_networks, q0, c0, dtype, memory_limit)
+    rng = checks.as_rng(rng)
+    return estimate(setup, arch_pass.measure_records(setup, rng))
