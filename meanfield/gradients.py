@@ -40,7 +40,10 @@ class GradientScales:
     layers : tuple of meanfield.architecture.Layer
     q, c : (L+1,) per-unit variance of vector l and the correlation between two inputs of the batch
     factor : (L,) per-layer factor of the squared gradient norm; entry ``k-1`` is going back
-        through layer k, ``E||dE/df_{k-1}||^2 / E||dE/df_k||^2``
+        through layer k, ``E||dE/df_{k-1}||^2 / E||dE/df_k||^2``, for an output gradient i.i.d.
+        over units and inputs (batch norm's factor depends on the gradient's correlation over the
+        batch: it is ``lambda_G`` inside the network, larger below the first layer if the input
+        batch is not at the fixed point, smaller at the last layer)
     gsc_layer : (L,) one layer's gradient scale coefficient, ``sqrt(factor_k q_{k-1} / q_k)``
     gsc : (L+1,) ``GSC(L, l)`` of the output with respect to vector l (``gsc[L] = 1``)
     sign_diversity : (L,) expected fraction of units at which two inputs' arguments of phi
@@ -160,20 +163,26 @@ def gradient_scales(layers, q0: float = 1.0, c0: float = 0.0) -> GradientScales:
     factor, div, nonlin, k2, r2 = (np.full(L, np.nan) for _ in range(5))
     q[0], c[0] = q0, c0
     diverged = None
-    for k, r in enumerate(rules):
+    for k, r in enumerate(rules):  # forward: variances and correlations of the batch
         qk, ck = q[k], c[k]
         with np.errstate(over="ignore", invalid="ignore"):
-            factor[k] = r.gradient(qk, ck)
             _, c_arg = r.argument(qk, ck)
             div[k] = math.acos(min(1.0, max(-1.0, c_arg))) / math.pi
             nonlin[k] = r.nonlinearity(qk, ck)
             if isinstance(r, Residual):
                 k2[k], r2[k] = r.dilution(qk)
             q[k + 1], c[k + 1] = r.forward(qk, ck)
-        if not (math.isfinite(q[k + 1]) and math.isfinite(factor[k])) or q[k + 1] <= 0:
+        if not math.isfinite(q[k + 1]) or q[k + 1] <= 0:
             diverged = k + 1
             q[k + 1:] = np.nan
             break
+    # backward from an output gradient i.i.d. over units and batch (share s = 0), tracking the
+    # off-diagonal share of its batch covariance (it matters to batch norm only)
+    s = 0.0
+    top = L if diverged is None else 0
+    for k in range(top - 1, -1, -1):
+        with np.errstate(over="ignore", invalid="ignore"):
+            factor[k], s = rules[k].gradient_share(q[k], c[k], s)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_f = np.log(factor)
         log_q = np.log(q)

@@ -373,6 +373,21 @@ class Dense:
         """What enters phi is the layer's input itself: ``(q, c)``."""
         return float(q), float(c)
 
+    def gradient_share(self, q, c, s):
+        """``(factor, s')`` for a batch gradient whose covariance has off-diagonal share ``s``.
+
+        ``s`` is the sum of the off-diagonal entries of the per-unit batch covariance of the
+        gradient over its trace (0 for i.i.d. output gradients, -1 in the hyperplane orthogonal to
+        the ones vector).  Going back, the diagonal scales by ``chi_1/rho`` and the off-diagonal by
+        ``chi_c(q, c) = sigma_w2 E[phi'(u1) phi'(u2)]`` (masks are independent across inputs), so
+        ``s' = s rho chi_c / chi_1``.  Only batch norm's factor depends on ``s``.
+        """
+        factor = self.gradient(q)
+        if s == 0.0:
+            return factor, 0.0
+        chi1 = float(self.chi_1(q))
+        return factor, (s * self.rho * float(self.chi_c(q, c)) / chi1 if chi1 > 0 else 0.0)
+
     def nonlinearity(self, q, c=None):
         """Nonlinear power fraction of phi at variance ``q`` (see :func:`_nonlinear_fraction`)."""
         return _nonlinear_fraction(self.act, q)
@@ -498,6 +513,13 @@ class LayerNorm:
         """LN(h): unit variance, the input's correlation."""
         return 1.0, float(c)
 
+    def gradient_share(self, q, c, s):
+        """``(factor, s')`` as :meth:`Dense.gradient_share` at unit variance."""
+        factor = self.gradient(q)
+        if s == 0.0:
+            return factor, 0.0
+        return factor, self._unit().gradient_share(1.0, c, s)[1]
+
     def nonlinearity(self, q, c=None):
         """Nonlinear power fraction of phi at unit variance."""
         return _nonlinear_fraction(self.act, 1.0)
@@ -553,6 +575,23 @@ class BatchNorm:
         s = self._sphere()
         m = float(s.phi2 - s.phi12)
         return float(lambda_G(self.act, self.batch_size)) * self.sigma_w2 * m / (float(q) * (1.0 - float(c)))
+
+    def gradient_share(self, q, c, s):
+        """``(factor, -1)`` for a gradient whose batch covariance has off-diagonal share ``s``.
+
+        ``dE/dh = (sqrt(B)/||Gh||) P_y D W^T dE/dh'`` with ``P_y = G - y y^T / B``: the trace of the
+        new covariance is ``B sigma_w2 / (q (1 - c) (B - 3)) (A tr + C offsum)`` with
+        ``A = E[phi'(y1)^2 P_11] = ((B-1) E[phi'^2] - E[y1^2 phi'^2]) / B`` and
+        ``C = E[phi'(y1) phi'(y2) P_12] = -(E[phi'1 phi'2] + E[y1 phi'1 y2 phi'2]) / B``; the result
+        lies in the hyperplane (``s' = -1``), where the factor is :func:`meanfield.batchnorm.lambda_G`.
+        The last layer of a network whose output gradient is i.i.d. over the batch (``s = 0``) grows
+        it by ``A`` alone.
+        """
+        _check_batch(c)
+        e, B = self._sphere(), self.batch_size
+        A = ((B - 1) * float(e.dphi2) - float(e.y2dphi2)) / B
+        C = -(float(e.dphi12) + float(e.ydphi12)) / B
+        return B * self.sigma_w2 * (A + C * s) / (float(q) * (1.0 - float(c)) * (B - 3)), -1.0
 
     def argument(self, q, c):
         """``y = BN(h)``: ``E[y^2] = 1`` and correlation ``-1/(B-1)`` between batch elements."""
@@ -615,6 +654,15 @@ class Residual:
         """``1 + sigma_v2 sigma_w2 E[phi'(u)^2]`` (its ``q = inf`` limit where p is infinite)."""
         q = self.sigma_w2 * float(p) + self.sigma_b2
         return 1.0 + self.sigma_v2 * float(self._branch().chi_1(q, E))
+
+    def gradient_share(self, p, c, s):
+        """``(factor, s')``: the skip keeps the gradient, the branch adds ``sigma_v2`` times Dense's part."""
+        factor = self.gradient(p)
+        if s == 0.0:
+            return factor, 0.0
+        q, cq = self.argument(p, c)
+        off = 1.0 + self.sigma_v2 * float(self._branch().chi_c(q, cq))
+        return factor, s * off / factor
 
     def nonlinearity(self, p, c=None):
         """Nonlinear power fraction of phi at ``q = sigma_w2 p + sigma_b2``."""
