@@ -85,12 +85,18 @@ def cmd_gradients(args, dump_json, activation_of) -> int:
           + (f", sigma_v2 = {args.sigma_v2:g}, sigma_a2 = {args.sigma_a2:g}" if args.residual else ""))
     name = {"batch_norm": "lambda_G, Yang et al. 2019", "layer_norm": "sigma_w2 E[phi'(z)^2] / q*",
             "residual": "1 + sigma_v2 chi_1", "dense": "chi_1"}[net[0].kind]
-    print(f"  squared gradient norm per layer at the last layer: x{format_factor(float(walk.factor[-1]))} ({name})")
+    if net[0].kind == "batch_norm":  # inside the network; the last layer, fed an i.i.d. gradient, differs
+        from .batchnorm import lambda_G
+
+        where, f = "inside the network", float(lambda_G(act, args.batch_size))
+    else:
+        where, f = "at the last layer", float(walk.factor[-1])
+    print(f"  squared gradient norm per layer {where}: x{format_factor(f)} ({name})")
     print(f"  {walk.summary()}")
-    print("   layer   GSC(L, l)          q     c   sign div.  nonlinear")
+    print("   layer   GSC(L, l)          q       c  sign div.  nonlinear")
     for layer in rows:
         i = min(layer, args.depth - 1)
-        print(f"  {layer:6d}  {walk.gsc[layer]:10.4g}  {walk.q[layer]:9.4g}  {walk.c[layer]:5.3f}"
+        print(f"  {layer:6d}  {walk.gsc[layer]:10.4g}  {walk.q[layer]:9.4g}  {walk.c[layer]:6.3f}"
               f"  {walk.sign_diversity[i]:9.3f}  {walk.nonlinearity[i]:9.3f}")
     print("  GSC(L, l) = ||dOutput/df_l||_qm ||f_l|| / ||Output|| (Philipp et al. 2018): how much more a relative "
           "change at layer l moves the output than one at the output itself; sign diversity and nonlinear are at "

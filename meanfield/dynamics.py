@@ -351,15 +351,16 @@ def gradient_growth(act: ActivationLike, depth: int = 100, sigma_w2: float = 1.7
     if norm is not None or batch_size is not None:
         net = network(act, depth, sigma_w2=sw, sigma_b2=sb, norm=norm,
                       batch_size=batch_size, residual=residual, rho=rho)
-        if q0 is None:  # the fixed point, reached after one layer from any batch of i.i.d. inputs
-            start = layer_rule(net[0]).forward(1.0, 0.0)
-        else:
-            start = (_validate.scalar("q0", _validate.nonnegative("q0", q0)), 0.0)
+        one = layer_rule(net[0])
+        fixed = one.forward(1.0, 0.0)  # the fixed point, reached after one layer from any batch of i.i.d. inputs
+        start = fixed if q0 is None else (_validate.scalar("q0", _validate.nonnegative("q0", q0)), 0.0)
         walk = gradient_scales(net, *start)
         per, q = walk.factor, walk.q[:-1]
         total = np.cumprod(per)
-        return GradientGrowth(act.name, sw, sb, rho, False, None, None, layers, per, total, q, float(per[-1]),
-                              norm, net[0].batch_size)
+        # the factor inside the network (batch norm: lambda_G; its last layer, fed an i.i.d. output
+        # gradient, and a first layer off the fixed point differ)
+        return GradientGrowth(act.name, sw, sb, rho, False, None, None, layers, per, total, q,
+                              float(one.gradient(*fixed)), norm, net[0].batch_size)
     if residual:
         if rho != 1.0:
             raise ValueError("dropout (rho < 1) is not part of the residual-network theory here")
