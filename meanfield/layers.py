@@ -573,7 +573,7 @@ class BatchNorm:
         from .batchnorm import lambda_G
 
         s = self._sphere()
-        m = float(s.phi2 - s.phi12)
+        m = float(s.half_sq_diff)
         return float(lambda_G(self.act, self.batch_size)) * self.sigma_w2 * m / (float(q) * (1.0 - float(c)))
 
     def gradient_share(self, q, c, s):
