@@ -209,3 +209,40 @@ def test_layer_norm_phase_diagram_agrees_with_analyze_and_its_critical_line_with
     back = mf.load_phase_diagram(tmp_path / "ln.npz")
     assert back.norm == "layer" and back.batch_size is None
     assert np.array_equal(back.c_star, pd.c_star, equal_nan=True)
+
+
+def _relu_lambda_G(B):
+    # closed form for relu (orthant probability and arc-cosine moment of the elliptical sphere marginal)
+    rho = -1.0 / (B - 1)
+    th = math.acos(rho)
+    phi12 = (math.sin(th) + (math.pi - th) * math.cos(th)) / (2 * math.pi)
+    d12 = 0.25 + math.asin(rho) / (2 * math.pi)
+    m = 0.5 - phi12
+    return ((B - 1) * 0.5 + d12 - 0.5 + phi12) / ((B - 3) * m)
+
+
+def test_batch_norm_linear_network_layer_by_layer_in_closed_form():
+    B, sw, sb, q0, c0 = 8, 1.3, 0.2, 2.0, 0.25
+    g = gradient_scales(network("linear", 6, sigma_w2=sw, sigma_b2=sb, norm="batch", batch_size=B), q0=q0, c0=c0)
+    lam, m = (B - 2) / (B - 3), B / (B - 1)  # m = E[y1^2] - E[y1 y2]
+    assert g.factor[1:-1] == pytest.approx(lam, rel=1e-12)
+    assert g.factor[0] == pytest.approx(lam * sw * m / (q0 * (1 - c0)), rel=1e-12)  # input off the fixed point
+    assert g.factor[-1] == pytest.approx((B - 2) * (B - 1) / (B * (B - 3)), rel=1e-12)  # i.i.d. output gradient
+    assert g.q[1:] == pytest.approx(sw + sb, rel=1e-12)
+    assert g.c[1:] == pytest.approx((sb - sw / (B - 1)) / (sw + sb), rel=1e-12)
+    assert g.sign_diversity == pytest.approx(math.acos(-1 / (B - 1)) / math.pi, rel=1e-12)
+    assert g.nonlinearity == pytest.approx(0.0, abs=1e-12)
+
+
+def test_batch_norm_analyze_and_phase_diagram_relu():
+    for B in (4, 16, 100):
+        p = mf.analyze("relu", [1.0, 3.0], [0.0, 0.5], norm="batch", batch_size=B)
+        assert p.chi_1 == pytest.approx(_relu_lambda_G(B), rel=1e-12)
+        assert (p.phase == "chaotic").all() and np.isnan(p.xi_c).all()
+    assert _relu_lambda_G(10**7) == pytest.approx(math.pi / (math.pi - 1), rel=1e-6)
+    pd = mf.phase_diagram("relu", [0.5, 1.0, 2.0], [0.0, 0.3], norm="batch", batch_size=16)
+    assert pd.chi_1 == pytest.approx(_relu_lambda_G(16), rel=1e-12)
+    assert pd.q_star == pytest.approx(np.array([0.5, 1.0, 2.0]) * 0.5 + np.array([[0.0], [0.3]]), rel=1e-12)
+    assert np.isnan(pd.critical_line).all() and pd.batch_size == 16
+    with pytest.raises(ValueError, match="batch_size"):
+        mf.phase_diagram("relu", [1.0], [0.0], norm="batch", batch_size=3)
