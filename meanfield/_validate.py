@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["nonnegative", "scalar", "correlation", "keep_probability", "broadcast", "finish", "memory_limit",
+__all__ = ["number", "nonnegative", "scalar", "correlation", "keep_probability", "broadcast", "finish", "memory_limit",
            "format_bytes", "positive_int", "method", "inputs", "METHODS", "DEFAULT_MEMORY_LIMIT"]
 
 #: What ``method=`` may be, everywhere: the closed form where one exists ("auto"), only the closed
@@ -32,6 +32,22 @@ def _as_float_array(name, value, allow_empty=False):
     if arr.size == 0 and not allow_empty:
         raise ValueError(f"{name} is empty")
     return arr
+
+
+def number(name, value, *, low=-np.inf, high=np.inf, low_open=False, what="a number") -> float:
+    """One finite float in ``[low, high]`` (``(low, high]`` if ``low_open``), or ValueError naming ``name``.
+
+    Bools, strings, arrays and non-finite values are refused; ``what`` describes the quantity.
+    """
+    if isinstance(value, (bool, np.bool_, str, bytes)) or np.ndim(value) != 0:
+        raise ValueError(f"{name} must be {what} (a single number), got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {what} (a single number), got {value!r}") from None
+    if not np.isfinite(v) or v > high or v < low or (low_open and v == low):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return v
 
 
 def nonnegative(name, value, allow_empty=False):

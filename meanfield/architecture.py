@@ -21,11 +21,11 @@ Weights ``W_ij ~ N(0, sigma_w2 / N)``, ``V_ij ~ N(0, sigma_v2 / N)``, biases
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import _validate
 from .activations import Activation, activation
 
 __all__ = ["Layer", "KINDS", "NORMS", "network", "describe"]
@@ -38,16 +38,8 @@ NORMS = (None, "batch", "layer")
 
 
 def _variance(name: str, value, positive=False) -> float:
-    if isinstance(value, (bool, np.bool_)) or np.ndim(value) != 0:
-        raise ValueError(f"{name} must be a single number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        kind = "positive" if positive else "non-negative"
-        raise ValueError(f"{name} must be a finite {kind} variance, got {value!r}")
-    return v
+    what = "a finite positive variance" if positive else "a finite non-negative variance"
+    return _validate.number(name, value, low=0.0, low_open=positive, what=what)
 
 
 def _batch_size(value) -> int:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import architecture
+from . import _validate, architecture
 from .layers import Residual, rule
 
 __all__ = ["GradientScales", "gradient_scales"]
@@ -155,8 +155,8 @@ def gradient_scales(layers, q0: float = 1.0, c0: float = 0.0) -> GradientScales:
     for i, lay in enumerate(layers):
         if not isinstance(lay, architecture.Layer):
             raise ValueError(f"layers[{i}] is {type(lay).__name__}, not a meanfield.architecture.Layer")
-    q0 = _positive("q0", q0)
-    c0 = _correlation(c0)
+    q0 = _validate.number("q0", q0, low=0.0, low_open=True, what="a finite positive variance")
+    c0 = _validate.number("c0", c0, low=-1.0, high=1.0, what="a correlation in [-1, 1]")
     rules = [rule(lay) for lay in layers]  # validates (e.g. batch norm needs B > 3) before any work
     L = len(layers)
     q, c = np.full(L + 1, np.nan), np.full(L + 1, np.nan)
@@ -190,27 +190,3 @@ def gradient_scales(layers, q0: float = 1.0, c0: float = 0.0) -> GradientScales:
         gsc = np.exp(0.5 * (tail + log_q - log_q[-1]))
         gsc_layer = np.exp(0.5 * (log_f + log_q[:-1] - log_q[1:]))
     return GradientScales(layers, q, c, factor, gsc_layer, gsc, div, nonlin, k2, r2, diverged)
-
-
-def _positive(name, value) -> float:
-    if isinstance(value, (bool, np.bool_)) or np.ndim(value) != 0:
-        raise ValueError(f"{name} must be a single positive number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a finite positive variance, got {value!r}")
-    return v
-
-
-def _correlation(value) -> float:
-    if isinstance(value, (bool, np.bool_)) or np.ndim(value) != 0:
-        raise ValueError(f"c0 must be a single correlation in [-1, 1], got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"c0 must be a number, got {value!r}") from None
-    if not (-1.0 <= v <= 1.0):
-        raise ValueError(f"c0 must be a correlation in [-1, 1], got {value!r}")
-    return v

@@ -191,14 +191,21 @@ def analyze(act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike, rho: 
         if lim is not None:
             small[i] = solve_c_star(lim, np.ones(1))[0][0]
 
+    return _point(act, sw, sb, shape, rho, dict(q_star=qs, c_star=cs, chi_1=chi1, chi_c=chic, **derived),
+                  code, small)
+
+
+def _point(act, sw, sb, shape, rho, values, code, small, norm=None, batch_size=None) -> MeanFieldPoint:
+    """A :class:`MeanFieldPoint` from flat arrays, shaped like the broadcast inputs (scalars for scalars)."""
+
     def r(a):
         a = np.asarray(a).reshape(shape)
         return a.item() if a.ndim == 0 else a
 
     return MeanFieldPoint(
-        activation=act.name, sigma_w2=r(sw), sigma_b2=r(sb), rho=rho, q_star=r(qs), c_star=r(cs),
-        chi_1=r(chi1), chi_c=r(chic), phase=r(np.array(PHASES, dtype=object)[code]),
-        c_star_small_bias=r(small), **{k: r(v) for k, v in derived.items()},
+        activation=act.name, sigma_w2=r(sw), sigma_b2=r(sb), rho=rho,
+        phase=r(np.array(PHASES, dtype=object)[code]), c_star_small_bias=r(small), norm=norm,
+        batch_size=batch_size, **{k: r(v) for k, v in values.items()},
     )
 
 
@@ -233,16 +240,8 @@ def _analyze_normalised(act, sw, sb, shape, rho, method, norm, batch_size) -> Me
         code = classify(chi1, qs, np.zeros(sw.size, dtype=bool))
         derived = dict(q_slope=zero, xi_q=zero, xi_c=chic, trainable_depth=chic, gradient_factor=chi1)
 
-    def r(a):
-        a = np.asarray(a).reshape(shape)
-        return a.item() if a.ndim == 0 else a
-
-    return MeanFieldPoint(
-        activation=act.name, sigma_w2=r(sw), sigma_b2=r(sb), rho=rho, q_star=r(qs), c_star=r(cs),
-        chi_1=r(chi1), chi_c=r(chic), phase=r(np.array(PHASES, dtype=object)[code]),
-        c_star_small_bias=r(np.full(sw.size, np.nan)), norm=norm, batch_size=batch_size,
-        **{k: r(v) for k, v in derived.items()},
-    )
+    return _point(act, sw, sb, shape, rho, dict(q_star=qs, c_star=cs, chi_1=chi1, chi_c=chic, **derived),
+                  code, np.full(sw.size, np.nan), norm, batch_size)
 
 
 def xi_q(act: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike, rho: float = 1.0,
