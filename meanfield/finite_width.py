@@ -1,0 +1,261 @@
+"""Finite-width corrections for one input: the 1/n theory of the layer variance.
+
+Everything else in the package is the infinite-width limit, in which the variance of a layer's
+pre-activations is the deterministic kernel ``K^l`` (the q-map).  At width ``n`` it fluctuates
+from network to network by ``O(1/sqrt(n))`` and its mean moves by ``O(1/n)``; both grow with
+depth.  This module computes the leading corrections layer by layer (Roberts, Yaida & Hanin
+2021, "The Principles of Deep Learning Theory" (PDLT), ch. 4, §4.3 (the
+four-point vertex) and §4.5 (the subleading correction G^{1}), ch. 5, §§5.2-5.4 (universality
+classes and their fluctuations); Yaida 2019; Hanin 2018 for the relu products).
+
+Conventions (as in :mod:`meanfield.empirical`)
+-----------------------------------------------
+Layers ``l = 0..L-1`` are pre-activations, ``h^0 = W^0 x + b^0`` with
+``q0 = sigma_w2 |x|^2 / d_in + sigma_b2``, ``h^l = W^l phi(h^{l-1}) + b^l``,
+``W^l_ij ~ N(0, sigma_w2 / N_{l-1})``, ``b^l_i ~ N(0, sigma_b2)``, widths ``N_0..N_{L-1}``.
+Our layer ``l`` is the book's layer ``l + 1``, our ``N_{l-1}`` its ``n_l``; ``C_W = sigma_w2``,
+``C_b = sigma_b2``, ``K = q``, ``<f>_K`` the expectation over ``u ~ N(0, K)``.
+
+Given layer ``l - 1``, the units of layer ``l`` are i.i.d. ``N(0, G^l)`` with the random
+*layer variance* ``G^l = sigma_b2 + sigma_w2 / N_{l-1} sum_j phi(h^{l-1}_j)^2`` (``G^0 = q0``).
+Its moments define the book's quantities (PDLT §4.3, single input):
+
+* ``E[G^l] = K^l + G1^l / N_{l-1}``  (``G1`` is the book's ``G^{{1}}``)
+* ``Var[G^l] = V^l / N_{l-1}``       (``V`` the four-point vertex; ``E[h^4] - 3 E[h^2]^2 = 3 V / N``)
+
+and they follow from ``E[G^{l+1} | G^l] = f(G^l)``, ``f(K) = sigma_b2 + sigma_w2 <phi^2>_K`` (the
+q-map), by expanding to first order in ``1/N``:
+
+* ``K^{l+1} = f(K^l)``
+* ``V^{l+1} = sigma_w2^2 (<phi^4> - <phi^2>^2)_{K^l} + (N_l / N_{l-1}) chi_par^2 V^l``  (§4.3)
+* ``G1^{l+1} = (N_l / N_{l-1}) [chi_par G1^l + sigma_w2 / 8 <(phi^2)''''>_{K^l} V^l]``   (§4.5)
+
+with ``V^0 = G1^0 = 0``, ``chi_par = f'(K) = sigma_w2 <phi'^2 + phi phi''>_K`` (the slope of the
+q-map, :meth:`meanfield.layers.Dense.q_slope`; PDLT §5.1) and, by Gaussian integration by
+parts, ``<g''''>_K = <g(u) (u^4 - 6 K u^2 + 3 K^2)>_K / K^4`` (``f'' = sigma_w2 <(phi^2)''''> / 4``).
+The width ratio ``N_l / N_{l-1}`` appears because each vertex is normalised by its own fan-in.
+
+Scale-invariant activations (``a relu(x) - b relu(-x)``) without bias are exact: ``G^{l+1} =
+G^l X_l`` with independent ``X_l``, so ``E[h^4] / (3 E[h^2]^2) = prod_{k<l} (1 + v / N_k)``,
+``v = 6 (a^4 + b^4) / (a^2 + b^2)^2 - 1`` (relu 5, linear 2; Hanin 2018), and the 1/n
+recursion gives ``V^l / K^2 = v l`` (the book's ``v (l - 1)``, PDLT §5.4).  Then the derived
+predictions below are computed from those exact products instead of their first order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _validate, quadrature
+from .activations import Activation, activation
+from .layers import Dense, asymptotic_activation
+
+__all__ = ["FiniteWidth", "finite_width", "phi4_expectation", "phi2_fourth_derivative"]
+
+
+@dataclass(frozen=True)
+class FiniteWidth:
+    """The 1/n theory of one input's layer variance, layer by layer (see the module docstring).
+
+    All arrays have one entry per layer ``l = 0..L-1``.
+
+    Attributes
+    ----------
+    act : Activation
+    sigma_w2, sigma_b2, q0 : float
+    widths : (L,) int array, ``N_0..N_{L-1}``
+    K : leading-order kernel (the q-map from ``q0``)
+    V : four-point vertex, normalised by the fan-in: ``Var[G^l] = V^l / N_{l-1}`` (``V^0 = 0``)
+    G1 : 1/n correction of the mean: ``E[G^l] = K^l + G1^l / N_{l-1}`` (``G1^0 = 0``)
+    chi_par : slope of the q-map at ``K^l`` (``sigma_w2 <phi'^2 + phi phi''>``)
+    exact : True for a bias-free scale-invariant activation, where the predictions below are the
+        exact finite-width values, not their first order in 1/n
+    var_G : variance over networks of the layer variance ``G^l``: ``V^l / N_{l-1}``
+    mean_q : predicted mean over networks of the layer's empirical second moment
+        ``q^l = (1/N_l) sum_i (h^l_i)^2``: ``E[q^l] = E[G^l] = K^l + G1^l / N_{l-1}``
+    var_q : its variance over networks, ``V^l / N_{l-1} + 2 (K^l)^2 / N_l`` (the layer
+        variance's fluctuation plus the sampling of ``N_l`` units)
+    std_q : ``sqrt(var_q)``
+    moment_ratio : ``E[h^4] / (3 E[h^2]^2) = E[G^2] / E[G]^2 = 1 + V^l / (N_{l-1} (K^l)^2)`` for
+        one unit ``h`` of layer ``l`` (over networks)
+    kurtosis_excess : ``E[h^4] / E[h^2]^2 - 3 = 3 (moment_ratio - 1)``
+    """
+
+    act: Activation
+    sigma_w2: float
+    sigma_b2: float
+    q0: float
+    widths: np.ndarray
+    K: np.ndarray
+    V: np.ndarray
+    G1: np.ndarray
+    chi_par: np.ndarray
+    exact: bool
+    var_G: np.ndarray
+    mean_q: np.ndarray
+    var_q: np.ndarray
+    std_q: np.ndarray
+    moment_ratio: np.ndarray
+    kurtosis_excess: np.ndarray
+
+    @property
+    def depth(self) -> int:
+        """Number of layers ``L``."""
+        return int(self.widths.size)
+
+    @property
+    def relative_std_q(self) -> np.ndarray:
+        """Network-to-network spread of ``q^l`` relative to its mean, ``std_q / mean_q``."""
+        return self.std_q / self.mean_q
+
+
+def phi4_expectation(act, q, rtol: float | None = None) -> np.ndarray:
+    """``<phi^4>_q = E[phi(u)^4]``, ``u ~ N(0, q)``, elementwise (adaptive quadrature).
+
+    Needed for the four-point vertex ``V`` (PDLT §4.3).  ``q = 0`` gives ``phi(0)^4``.
+    """
+    act = activation(act)
+    q = _validate.nonnegative("q", q, allow_empty=True)
+    tol = quadrature.RTOL if rtol is None else rtol
+    phi = act.phi
+    return quadrature.expect_1d(lambda u: phi(u) ** 4, 0.0, q, act.kinks, 4 * act.exp_rate, tol,
+                                jumps=not act.continuous)
+
+
+def phi2_fourth_derivative(act, q, rtol: float | None = None) -> np.ndarray:
+    """``<(phi^2)''''>_q = <phi(u)^2 (u^4 - 6 q u^2 + 3 q^2)>_q / q^4``, ``u ~ N(0, q)``, elementwise.
+
+    Gaussian integration by parts (Stein's lemma four times); it equals ``4 d^2/dq^2 <phi^2>_q``
+    and needs no derivative of phi, so kinks are fine (relu gives 0).  It enters the 1/n
+    correction of the mean (PDLT §4.5).  The integrand is written in ``x = u / sqrt(q)``,
+    ``phi^2 (x^4 - 6 x^2 + 3) / q^2``, so it stays finite for tiny ``q``; ``q`` must be > 0.
+    The absolute error is about ``rtol <phi^2> / q^2``, which the recursion multiplies by
+    ``V / N ~ q^2 / N``.
+    """
+    act = activation(act)
+    q = _validate.nonnegative("q", q, allow_empty=True)
+    if np.any(q <= 0):
+        raise ValueError("q must be > 0 for the fourth derivative of <phi^2>")
+    tol = quadrature.RTOL if rtol is None else rtol
+    phi = act.phi
+    flat = q.ravel()
+    out = np.empty(flat.size)
+    for i, qi in enumerate(flat):  # the Hermite weight depends on q: one batch per value
+        s = np.sqrt(qi)
+
+        def F(u, s=s, qi=qi):
+            x2 = (u / s) ** 2
+            return phi(u) ** 2 * ((x2 - 6.0) * x2 + 3.0) / (qi * qi)
+
+        out[i] = quadrature.expect_1d(F, 0.0, qi, act.kinks, 2 * act.exp_rate + 0.1, tol)[()]
+    return out.reshape(q.shape)
+
+
+def finite_width(act, depth: int, width: int | None = None, sigma_w2: float = 1.0, sigma_b2: float = 0.0,
+                 q0: float = 1.0, *, widths=None) -> FiniteWidth:
+    """Kernel, four-point vertex and 1/n mean correction of one input through a finite network.
+
+    ``K^{l+1} = sigma_b2 + sigma_w2 <phi^2>_{K^l}``,
+    ``V^{l+1} = sigma_w2^2 (<phi^4> - <phi^2>^2)_{K^l} + (N_l/N_{l-1}) chi_par^2 V^l``,
+    ``G1^{l+1} = (N_l/N_{l-1}) [chi_par G1^l + sigma_w2/8 <(phi^2)''''>_{K^l} V^l]`` from
+    ``K^0 = q0``, ``V^0 = G1^0 = 0`` (Roberts, Yaida & Hanin 2021, §4.3 and §4.5, with
+    ``C_W = sigma_w2``, ``C_b = sigma_b2``, their layer ``l + 1`` our layer ``l``); then
+    ``E[q^l] = K^l + G1^l/N_{l-1}``, ``Var[q^l] = V^l/N_{l-1} + 2 (K^l)^2/N_l`` and
+    ``E[h^4]/(3 E[h^2]^2) = 1 + V^l/(N_{l-1} (K^l)^2)``, exact products for bias-free
+    scale-invariant phi (Hanin 2018).  See the module docstring.
+
+    Parameters
+    ----------
+    act : Activation or str
+    depth : int
+        Number of layers ``L`` (weight matrices), numbered ``0..L-1``.
+    width : int, optional
+        Every layer's width (give this or ``widths``).
+    sigma_w2, sigma_b2 : float
+        Weight variance (> 0) and bias variance (>= 0).
+    q0 : float
+        Variance of the first pre-activation, ``sigma_w2 |x|^2 / d_in + sigma_b2`` (> 0).
+    widths : sequence of int, optional
+        ``N_0..N_{L-1}``, one per layer.
+
+    Returns
+    -------
+    FiniteWidth
+    """
+    act = activation(act)
+    depth = _validate.positive_int("depth", depth)
+    Ns = _widths(depth, width, widths)
+    sw = _validate.number("sigma_w2", sigma_w2, low=0.0, low_open=True, what="a positive number")
+    sb = _validate.number("sigma_b2", sigma_b2, low=0.0, what="a non-negative number")
+    q0 = _validate.number("q0", q0, low=0.0, low_open=True, what="a positive number")
+    layer = Dense(act, sw, sb)
+
+    K = np.empty(depth)
+    K[0] = q0
+    for l in range(1, depth):
+        K[l] = float(layer.q_map(K[l - 1]))
+        if not np.isfinite(K[l]):
+            raise ValueError(f"the variance leaves float64 range at layer {l} (q0={q0}, sigma_w2={sw}): "
+                             "no finite-width theory there")
+    src = K[:-1]  # the K^l that feed layer l + 1
+    chi = np.asarray(layer.q_slope(K), dtype=float).reshape(depth)
+    p2 = np.asarray(layer.provider()("phi2", src), dtype=float).reshape(src.shape)
+    p4 = phi4_expectation(act, src)
+    pos = src > 0
+    d4 = np.zeros(src.shape)
+    if pos.any():
+        d4[pos] = phi2_fourth_derivative(act, src[pos])
+
+    # absolute form: S^l = Var[G^l] = V^l / N_{l-1}, D^l = E[G^l] - K^l = G1^l / N_{l-1}
+    S = np.zeros(depth)
+    D = np.zeros(depth)
+    for l in range(depth - 1):
+        S[l + 1] = sw * sw * (p4[l] - p2[l] ** 2) / Ns[l] + chi[l] ** 2 * S[l]
+        D[l + 1] = chi[l] * D[l] + sw / 8.0 * d4[l] * S[l]
+    fan_in = np.concatenate([[Ns[0]], Ns[:-1]]).astype(float)  # N_{l-1}; layer 0 has V = G1 = 0
+    V, G1 = S * fan_in, D * fan_in
+
+    exact = sb == 0.0 and _scale_invariant(act)
+    if exact:  # G^{l+1} = G^l X_l: E[G] = K, E[G^2] / K^2 = prod (1 + v / N_k)
+        v = (p4[0] - p2[0] ** 2) / p2[0] ** 2 if depth > 1 else 0.0
+        ratio = np.concatenate([[1.0], np.cumprod(1.0 + v / Ns[:-1])])
+        mean_q = K.copy()
+        var_G = K ** 2 * (ratio - 1.0)
+        var_q = K ** 2 * (ratio * (1.0 + 2.0 / Ns) - 1.0)
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(K > 0, 1.0 + S / K ** 2, 1.0)
+        mean_q = K + D
+        var_G = S
+        var_q = S + 2.0 * K ** 2 / Ns
+    return FiniteWidth(act=act, sigma_w2=sw, sigma_b2=sb, q0=q0, widths=Ns, K=K, V=V, G1=G1, chi_par=chi,
+                       exact=bool(exact), var_G=var_G, mean_q=mean_q, var_q=var_q, std_q=np.sqrt(var_q),
+                       moment_ratio=ratio, kurtosis_excess=3.0 * (ratio - 1.0))
+
+
+def _widths(depth: int, width, widths) -> np.ndarray:
+    """``N_0..N_{L-1}`` from ``width`` or ``widths``, or ValueError naming the bad argument."""
+    if (width is None) == (widths is None):
+        raise ValueError("give width (one width for every layer) or widths (one per layer), not both or neither")
+    if widths is None:
+        return np.full(depth, _validate.positive_int("width", width), dtype=np.int64)
+    if isinstance(widths, (str, bytes)) or np.ndim(widths) != 1:
+        raise ValueError(f"widths must be a sequence of positive integers, got {widths!r}")
+    out = np.array([_validate.positive_int(f"widths[{i}]", w) for i, w in enumerate(widths)], dtype=np.int64)
+    if out.size != depth:
+        raise ValueError(f"widths has {out.size} entries but depth is {depth}: give one width per layer")
+    return out
+
+
+def _scale_invariant(act: Activation) -> bool:
+    """Whether phi is exactly ``a relu(x) - b relu(-x)`` (checked on a grid of points)."""
+    if tuple(act.kinks) not in ((), (0.0,)):
+        return False
+    psi = asymptotic_activation(act)
+    if psi is None:
+        return False
+    xs = np.concatenate([-np.logspace(-3, 3, 25), [0.0], np.logspace(-3, 3, 25)])
+    a, b = act.phi(xs), psi.phi(xs)
+    return bool(np.allclose(a, b, rtol=1e-14, atol=1e-300))
