@@ -50,9 +50,14 @@ import numpy as np
 
 from . import _validate, quadrature
 from .activations import Activation, activation
-from .layers import Dense, asymptotic_activation
+from .expectations import expectation
+from .layers import Q_TINY, Dense, asymptotic_activation
 
 __all__ = ["FiniteWidth", "finite_width", "phi4_expectation", "phi2_fourth_derivative"]
+
+#: Below this variance the fourth derivative of <phi^2> is integrated one q at a time in scaled
+#: form (q^4 would underflow).
+_Q_SPLIT = 1e-60
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,10 @@ class FiniteWidth:
     moment_ratio : ``E[h^4] / (3 E[h^2]^2) = E[G^2] / E[G]^2 = 1 + V^l / (N_{l-1} (K^l)^2)`` for
         one unit ``h`` of layer ``l`` (over networks)
     kurtosis_excess : ``E[h^4] / E[h^2]^2 - 3 = 3 (moment_ratio - 1)``
+
+    Where the variance collapses (``K^l <= Q_TINY = 1e-100``, bias-free ordered phase) the 1/n
+    terms are not computed: ``G1``, ``mean_q`` and what depends on them are NaN from the layer after
+    (not in the exact case, whose predictions do not depend on the scale).
     """
 
     act: Activation
@@ -129,28 +138,36 @@ def phi2_fourth_derivative(act, q, rtol: float | None = None) -> np.ndarray:
 
     Gaussian integration by parts (Stein's lemma four times); it equals ``4 d^2/dq^2 <phi^2>_q``
     and needs no derivative of phi, so kinks are fine (relu gives 0).  It enters the 1/n
-    correction of the mean (PDLT §4.5).  The integrand is written in ``x = u / sqrt(q)``,
-    ``phi^2 (x^4 - 6 x^2 + 3) / q^2``, so it stays finite for tiny ``q``; ``q`` must be > 0.
-    The absolute error is about ``rtol <phi^2> / q^2``, which the recursion multiplies by
-    ``V / N ~ q^2 / N``.
+    correction of the mean (PDLT §4.5).  Computed as ``(<phi^2 u^4> - 6 q <phi^2 u^2> + 3 q^2
+    <phi^2>) / q^4``, three batched quadratures over all ``q`` at once; ``q`` must exceed
+    :data:`meanfield.layers.Q_TINY`.  The
+    terms cancel where phi is nearly linear (small q): the absolute error is about
+    ``rtol <phi^2> / q^2``, which the recursion multiplies by ``V / N ~ q^2 / N``.
     """
     act = activation(act)
     q = _validate.nonnegative("q", q, allow_empty=True)
-    if np.any(q <= 0):
-        raise ValueError("q must be > 0 for the fourth derivative of <phi^2>")
+    if np.any(q <= Q_TINY):
+        raise ValueError(f"q must be > {Q_TINY:g} for the fourth derivative of <phi^2> (it divides by q^4)")
     tol = quadrature.RTOL if rtol is None else rtol
-    phi = act.phi
-    flat = q.ravel()
-    out = np.empty(flat.size)
-    for i, qi in enumerate(flat):  # the Hermite weight depends on q: one batch per value
+    phi, kinks, rate = act.phi, act.kinks, 2 * act.exp_rate + 0.1
+    out = np.empty(q.shape)
+    big = q > _Q_SPLIT
+    if big.any():
+        qb = q[big]
+        m4 = quadrature.expect_1d(lambda u: phi(u) ** 2 * u ** 4, 0.0, qb, kinks, rate, tol)
+        m2 = quadrature.expect_1d(lambda u: phi(u) ** 2 * u ** 2, 0.0, qb, kinks, rate, tol)
+        m0 = np.asarray(expectation(act, "phi2", qb, rtol=rtol), dtype=float)
+        out[big] = (m4 - 6.0 * qb * m2 + 3.0 * qb * qb * m0) / qb ** 4
+    for idx in zip(*np.nonzero(~big)):  # q^4 would underflow: the Hermite weight in u / sqrt(q), one q at a time
+        qi = float(q[idx])
         s = np.sqrt(qi)
 
         def F(u, s=s, qi=qi):
             x2 = (u / s) ** 2
-            return phi(u) ** 2 * ((x2 - 6.0) * x2 + 3.0) / (qi * qi)
+            return phi(u) ** 2 / qi * (((x2 - 6.0) * x2 + 3.0) / qi)
 
-        out[i] = quadrature.expect_1d(F, 0.0, qi, act.kinks, 2 * act.exp_rate + 0.1, tol)[()]
-    return out.reshape(q.shape)
+        out[idx] = quadrature.expect_1d(F, 0.0, qi, kinks, rate, tol)[()]
+    return out
 
 
 def finite_width(act, depth: int, width: int | None = None, sigma_w2: float = 1.0, sigma_b2: float = 0.0,
@@ -203,10 +220,13 @@ def finite_width(act, depth: int, width: int | None = None, sigma_w2: float = 1.
     chi = np.asarray(layer.q_slope(K), dtype=float).reshape(depth)
     p2 = np.asarray(layer.provider()("phi2", src), dtype=float).reshape(src.shape)
     p4 = phi4_expectation(act, src)
-    pos = src > 0
-    d4 = np.zeros(src.shape)
-    if pos.any():
-        d4[pos] = phi2_fourth_derivative(act, src[pos])
+    exact = sb == 0.0 and _scale_invariant(act)
+    d4 = np.zeros(src.shape)  # scale invariant: <phi^2> is linear in K, its fourth derivative 0
+    if not exact:
+        d4[:] = np.nan  # a collapsed variance (K <= Q_TINY): no 1/n theory computed there
+        live = src > Q_TINY
+        if live.any():
+            d4[live] = phi2_fourth_derivative(act, src[live])
 
     # absolute form: S^l = Var[G^l] = V^l / N_{l-1}, D^l = E[G^l] - K^l = G1^l / N_{l-1}
     S = np.zeros(depth)
@@ -217,7 +237,6 @@ def finite_width(act, depth: int, width: int | None = None, sigma_w2: float = 1.
     fan_in = np.concatenate([[Ns[0]], Ns[:-1]]).astype(float)  # N_{l-1}; layer 0 has V = G1 = 0
     V, G1 = S * fan_in, D * fan_in
 
-    exact = sb == 0.0 and _scale_invariant(act)
     if exact:  # G^{l+1} = G^l X_l: E[G] = K, E[G^2] / K^2 = prod (1 + v / N_k)
         v = (p4[0] - p2[0] ** 2) / p2[0] ** 2 if depth > 1 else 0.0
         ratio = np.concatenate([[1.0], np.cumprod(1.0 + v / Ns[:-1])])
@@ -226,7 +245,7 @@ def finite_width(act, depth: int, width: int | None = None, sigma_w2: float = 1.
         var_q = K ** 2 * (ratio * (1.0 + 2.0 / Ns) - 1.0)
     else:
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(K > 0, 1.0 + S / K ** 2, 1.0)
+            ratio = 1.0 + S / K ** 2
         mean_q = K + D
         var_G = S
         var_q = S + 2.0 * K ** 2 / Ns

@@ -257,3 +257,15 @@ def test_bad_input_to_expectations():
         phi2_fourth_derivative("tanh", [1.0, 0.0])
     with pytest.raises(ValueError, match="q"):
         phi4_expectation("tanh", -1.0)
+
+
+def test_collapsed_variance_is_nan_not_garbage():
+    """Bias-free ordered phase: K -> 0 geometrically; below Q_TINY the 1/n mean is NaN, never inf or 0."""
+    r = finite_width("tanh", 400, 32, 0.3, 0.0, 1.0)
+    dead = r.K <= 1e-100
+    assert dead.any() and np.isfinite(r.mean_q[:np.argmax(dead)]).all()
+    assert np.isnan(r.mean_q[np.argmax(dead) + 1:]).all()
+    # the exact class does not depend on the scale: relu at sigma_w2 = 1 stays finite down to K ~ 1e-301
+    e = finite_width("relu", 1000, 10 ** 6, 1.0, 0.0, 1.0)
+    assert e.K[-1] < 1e-300 and np.isfinite(e.moment_ratio).all() and np.isfinite(e.std_q).all()
+    assert e.moment_ratio[-1] == pytest.approx((1 + 5e-6) ** 999, rel=1e-12)
