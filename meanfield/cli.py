@@ -52,9 +52,10 @@ def _cmd_point(args) -> int:
     from ._cli_text import phase_note
 
     act = _activation(args)
-    point = analyze(act, args.sigma_w2, args.sigma_b2, rho=args.rho)
+    norm = None if args.norm == "none" else args.norm
+    point = analyze(act, args.sigma_w2, args.sigma_b2, rho=args.rho, norm=norm, batch_size=args.batch_size)
     data = point.as_dict()
-    note = phase_note(act, point)
+    note = phase_note(act, point) if norm is None else _norm_note(norm)
     if args.json:
         _dump_json(data | {"note": note, "nonfinite": {k: _fmt(v) for k, v in data.items()
                                                         if isinstance(v, float) and not math.isfinite(v)}})
@@ -71,13 +72,28 @@ def _cmd_point(args) -> int:
         "gradient_factor": "squared-gradient factor per layer (chi_1/rho)",
         "phase": "phase",
     }
-    print(f"{point.activation}: sigma_w2 = {_fmt(point.sigma_w2)}, sigma_b2 = {_fmt(point.sigma_b2)}, "
+    if norm == "layer":
+        labels["chi_1"] = "chi_1 = sigma_w2 E[phi'(z)^2] / q* (layer norm)"
+        labels["gradient_factor"] = "squared-gradient factor per layer"
+    elif norm == "batch":
+        labels["chi_1"] = "lambda_G (batch norm, Yang et al. 2019)"
+        labels["gradient_factor"] = "squared-gradient factor per layer (lambda_G)"
+    arch = {None: "", "layer": " with layer norm", "batch": f" with batch norm, B = {args.batch_size}"}[norm]
+    print(f"{point.activation}{arch}: sigma_w2 = {_fmt(point.sigma_w2)}, sigma_b2 = {_fmt(point.sigma_b2)}, "
           f"rho = {_fmt(point.rho)}")
     for key, label in labels.items():
         print(f"  {label:<48} {_fmt(data[key])}")
     if note:
         print(f"  note: {note}")
     return 0
+
+
+def _norm_note(norm: str) -> str:
+    if norm == "layer":
+        return ("layer norm fixes the variance after one layer (xi_q = 0); the network is the dense layer at unit "
+                "variance with sigma_w2/q*, sigma_b2/q*")
+    return ("batch norm reaches its symmetric fixed point after one layer and multiplies the squared gradient by "
+            "lambda_G per layer whatever sigma_w2 and sigma_b2; its correlation depth scales are not computed (NaN)")
 
 
 def _jsonable(obj):
@@ -500,6 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma-w2", type=float, default=1.76, help="weight variance (default 1.76)")
     p.add_argument("--sigma-b2", type=float, default=0.05, help="bias variance (default 0.05)")
     p.add_argument("--rho", type=float, default=1.0, help="dropout keep probability (default 1)")
+    p.add_argument("--norm", choices=("none", "batch", "layer"), default="none",
+                   help="normalisation before phi (default none)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size B > 3 for --norm batch")
     _add_common(p)
     p.set_defaults(func=_cmd_point)
 

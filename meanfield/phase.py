@@ -211,6 +211,8 @@ def _point(act, sw, sb, shape, rho, values, code, small, norm=None, batch_size=N
 
 def _analyze_normalised(act, sw, sb, shape, rho, method, norm, batch_size) -> MeanFieldPoint:
     """:func:`analyze` for ``norm="layer"`` or ``"batch"`` (flat sw, sb)."""
+    if norm is None:
+        raise ValueError("batch_size applies to norm='batch' only")
     if norm not in NORMS[1:]:
         raise ValueError(f"norm must be None, 'layer' or 'batch', got {norm!r}")
     if rho != 1.0:

@@ -56,3 +56,20 @@ def test_bad_input_exits_2_with_a_clear_message(capsys, argv, match):
     code, out, err = run(capsys, "gradients", "tanh", *argv)
     assert code == 2 and out == ""
     assert match in err and "Traceback" not in err
+
+
+def test_point_takes_the_normalisation(capsys):
+    code, out, _ = run(capsys, "point", "relu", "--norm", "batch", "--batch-size", "16", "--json")
+    assert code == 0
+    data = json.loads(out)
+    rho = -1 / 15  # relu lambda_G in closed form (orthant probability, arc-cosine moment)
+    th = math.acos(rho)
+    phi12 = (math.sin(th) + (math.pi - th) * math.cos(th)) / (2 * math.pi)
+    lam = (15 * 0.5 + 0.25 + math.asin(rho) / (2 * math.pi) - 0.5 + phi12) / (13 * (0.5 - phi12))
+    assert data["chi_1"] == pytest.approx(lam, rel=1e-12) and data["norm"] == "batch" and data["batch_size"] == 16
+    code, out, _ = run(capsys, "point", "tanh", "--norm", "layer", "--sigma-w2", "1", "--sigma-b2", "0")
+    assert code == 0 and "layer norm" in out
+    for argv, match in ((["--batch-size", "8"], "norm='batch'"), (["--norm", "batch"], "batch_size"),
+                        (["--norm", "batch", "--batch-size", "2"], "batch_size")):
+        code, out, err = run(capsys, "point", "tanh", *argv)
+        assert code == 2 and match in err, err
