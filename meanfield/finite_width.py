@@ -53,7 +53,8 @@ from .activations import Activation, activation
 from .expectations import expectation
 from .layers import Q_TINY, Dense, asymptotic_activation
 
-__all__ = ["FiniteWidth", "finite_width", "phi4_expectation", "phi2_fourth_derivative"]
+__all__ = ["FiniteWidth", "finite_width", "JacobianNorm", "jacobian_norm", "phi4_expectation",
+           "phi2_fourth_derivative"]
 
 #: Below this variance the fourth derivative of <phi^2> is integrated one q at a time in scaled
 #: form (q^4 would underflow).
@@ -252,6 +253,139 @@ def finite_width(act, depth: int, width: int | None = None, sigma_w2: float = 1.
     return FiniteWidth(act=act, sigma_w2=sw, sigma_b2=sb, q0=q0, widths=Ns, K=K, V=V, G1=G1, chi_par=chi,
                        exact=bool(exact), var_G=var_G, mean_q=mean_q, var_q=var_q, std_q=np.sqrt(var_q),
                        moment_ratio=ratio, kurtosis_excess=3.0 * (ratio - 1.0))
+
+
+@dataclass(frozen=True)
+class JacobianNorm:
+    """Hanin's quantity ``||J^l u||^2`` over random networks, ``J^l = dh^l/dx``, layer by layer.
+
+    All arrays have one entry per layer ``l = 0..L-1`` (see :func:`jacobian_norm`).
+
+    Attributes
+    ----------
+    act : Activation
+    sigma_w2, sigma_b2, q0, u_var : float
+    widths : (L,) int array
+    K : leading-order kernel of the input
+    H : leading-order variance of one unit of ``J^l u``, ``u_var prod_k chi_1(K^k)``
+    mean : ``E||J^l u||^2`` to order 1/n, ``N_l (H + dH)``
+    var : its variance over networks, ``N_l^2 Var[H^l] + 2 N_l H^2``
+    std : ``sqrt(var)``
+    moment_ratio : ``E||J^l u||^4 / (E||J^l u||^2)^2 = 1 + var / mean^2``
+    exact : True for a scale-invariant activation (any bias): the values are exact, not first order
+    """
+
+    act: Activation
+    sigma_w2: float
+    sigma_b2: float
+    q0: float
+    u_var: float
+    widths: np.ndarray
+    K: np.ndarray
+    H: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    std: np.ndarray
+    moment_ratio: np.ndarray
+    exact: bool
+
+
+def jacobian_norm(act, depth: int, width: int | None = None, sigma_w2: float = 1.0, sigma_b2: float = 0.0,
+                  q0: float = 1.0, u_var: float = 1.0, *, widths=None) -> JacobianNorm:
+    """Mean and spread over networks of ``||J^l u||^2`` for a direction ``u`` orthogonal to the input.
+
+    ``v^l = J^l u`` follows ``v^0 = W^0 u``, ``v^l = W^l (phi'(h^{l-1}) v^{l-1})``.  Given layer
+    ``l - 1``, the pairs ``(h^l_i, v^l_i)`` are i.i.d. Gaussian with the random covariance
+    ``G = sigma_b2 + sigma_w2 <phi^2>_emp``, ``C = sigma_w2 <phi phi' v>_emp``,
+    ``H = sigma_w2 <phi'^2 v^2>_emp`` (empirical averages over the ``N_{l-1}`` units).  With
+    ``u`` orthogonal to ``x`` (``C^0 = 0``; ``u_var = sigma_w2 |u|^2 / d_in`` is the variance of
+    ``W^0 u``), ``E[C] = 0`` at every layer and, to first order in 1/n (the method of
+    Roberts, Yaida & Hanin 2021, §4.3-4.5, applied to the triple (G, C, H); Hanin 2018):
+
+    * ``H^{l+1} = chi_1 H^l`` (``chi_1 = sigma_w2 B``, ``B(K) = <phi'^2>_K``)
+    * ``Var C' = sigma_w2^2 H <phi^2 phi'^2> / N + chi_par^2 Var C``
+    * ``Cov(G, H)' = sigma_w2^2 H (<phi^2 phi'^2> - <phi^2> B) / N + chi_par (b Var G + chi_1 Cov(G, H))``
+    * ``Var H' = sigma_w2^2 H^2 (3 <phi'^4> - B^2) / N + b^2 Var G + 2 b chi_1 Cov(G, H) + chi_1^2 Var H``
+    * ``dH' = b dG + chi_1 dH + sigma_w2 (H B'' Var G / 2 + B' Cov(G, H) + 2 B' Var C)``
+
+    with ``b = sigma_w2 H B'(K)``, ``Var G`` and ``dG = E[G] - K`` from :func:`finite_width`, the
+    derivatives ``B' = <phi'^2 (u^2 - K)> / (2 K^2)`` and ``B'' = <phi'^2 (u^4 - 6 K u^2 + 3 K^2)>
+    / (4 K^4)`` by Gaussian integration by parts, all at ``K^l``; ``N = N_l`` feeds layer ``l + 1``.
+    Then ``E||J^l u||^2 = N_l (H + dH)`` and ``Var = N_l^2 Var H + 2 N_l H^2``.
+
+    For a scale-invariant phi (``a relu(x) - b relu(-x)``, any bias, any ``u``) the factor a layer
+    applies to ``H`` is independent of the past, so ``E||J^l u||^4 / (E||J^l u||^2)^2 =
+    prod_{k<l} (1 + v/N_k) (1 + 2/N_l)`` exactly, ``v = 6 (a^4 + b^4)/(a^2 + b^2)^2 - 1``: for relu
+    Hanin's ``prod (1 + 5/n_j)`` with the last factor ``(1 + 2/n_L)``.
+
+    Parameters
+    ----------
+    act, depth, width, sigma_w2, sigma_b2, q0, widths
+        As in :func:`finite_width` (phi must be continuous: phi' enters).
+    u_var : float
+        ``sigma_w2 |u|^2 / d_in`` (> 0), the variance of each unit of ``J^0 u = W^0 u``.
+
+    Returns
+    -------
+    JacobianNorm
+    """
+    u_var = _validate.number("u_var", u_var, low=0.0, low_open=True, what="a positive number")
+    fw = finite_width(act, depth, width, sigma_w2, sigma_b2, q0, widths=widths)
+    act, Ns, sw, K = fw.act, fw.widths, fw.sigma_w2, fw.K
+    act.derivative(1)  # a clear error for a discontinuous phi
+    chi_1 = np.asarray(Dense(act, sw, fw.sigma_b2).chi_1(K), dtype=float).reshape(depth)
+    H = u_var * np.concatenate([[1.0], np.cumprod(chi_1[:-1])])
+    exact = _scale_invariant(act)
+    if exact:
+        B = float(expectation(act, "dphi2", 1.0))
+        B4 = float(_dphi_moments(act, np.array([1.0]), 4)[0])
+        v = 3.0 * B4 / B ** 2 - 1.0  # <phi'^4 v^4> / <phi'^2 v^2>^2 - 1 at C = 0 (and for any C here)
+        ratio = np.concatenate([[1.0], np.cumprod(1.0 + v / Ns[:-1])]) * (1.0 + 2.0 / Ns)
+        mean = Ns * H
+        var = mean ** 2 * (ratio - 1.0)
+        return JacobianNorm(act=act, sigma_w2=sw, sigma_b2=fw.sigma_b2, q0=fw.q0, u_var=u_var, widths=Ns, K=K, H=H,
+                            mean=mean, var=var, std=np.sqrt(var), moment_ratio=ratio, exact=True)
+
+    src = K[:-1]
+    fan_in = np.concatenate([[Ns[0]], Ns[:-1]]).astype(float)
+    SGG, DG = fw.V / fan_in, fw.G1 / fan_in
+    p2 = np.asarray(expectation(act, "phi2", src), dtype=float).reshape(src.shape)
+    Bk = chi_1[:-1] / sw
+    phi, dphi, kinks, rate = act.phi, act.dphi, act.kinks, 2 * act.exp_rate + 0.1
+    p2d2 = quadrature.expect_1d(lambda u: (phi(u) * dphi(u)) ** 2, 0.0, src, kinks, rate)
+    d4 = _dphi_moments(act, src, 4)
+    B1s, B2s = np.full(src.shape, np.nan), np.full(src.shape, np.nan)  # K B'(K), K^2 B''(K)
+    live = src > Q_TINY
+    if live.any():
+        q = src[live]
+        m2 = quadrature.expect_1d(lambda u: dphi(u) ** 2 * u ** 2, 0.0, q, kinks, rate) / q
+        m4 = quadrature.expect_1d(lambda u: dphi(u) ** 2 * u ** 4, 0.0, q, kinks, rate) / q ** 2
+        B1s[live] = (m2 - Bk[live]) / 2.0
+        B2s[live] = (m4 - 6.0 * m2 + 3.0 * Bk[live]) / 4.0
+    SCC, SGH, SHH, DH = (np.zeros(depth) for _ in range(4))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for l in range(depth - 1):
+            n, c1, cp, k, h = Ns[l], chi_1[l], fw.chi_par[l], K[l], H[l]
+            b = sw * h * B1s[l] / k
+            SCC[l + 1] = sw * sw * h * p2d2[l] / n + cp * cp * SCC[l]
+            SGH[l + 1] = sw * sw * h * (p2d2[l] - p2[l] * Bk[l]) / n + cp * (b * SGG[l] + c1 * SGH[l])
+            SHH[l + 1] = (sw * sw * h * h * (3.0 * d4[l] - Bk[l] ** 2) / n + b * b * SGG[l]
+                          + 2.0 * b * c1 * SGH[l] + c1 * c1 * SHH[l])
+            DH[l + 1] = (b * DG[l] + c1 * DH[l] + sw * (0.5 * h * B2s[l] * SGG[l] / k ** 2
+                                                        + B1s[l] * SGH[l] / k + 2.0 * B1s[l] * SCC[l] / k))
+    mean = Ns * (H + DH)
+    var = Ns.astype(float) ** 2 * SHH + 2.0 * Ns * H ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = 1.0 + var / mean ** 2
+    return JacobianNorm(act=act, sigma_w2=sw, sigma_b2=fw.sigma_b2, q0=fw.q0, u_var=u_var, widths=Ns, K=K, H=H,
+                        mean=mean, var=var, std=np.sqrt(var), moment_ratio=ratio, exact=False)
+
+
+def _dphi_moments(act: Activation, q, power: int) -> np.ndarray:
+    """``<phi'(u)^power>_q`` (adaptive quadrature)."""
+    dphi = act.dphi
+    return quadrature.expect_1d(lambda u: dphi(u) ** power, 0.0, np.asarray(q, dtype=float), act.kinks,
+                                power * act.exp_rate)
 
 
 def _widths(depth: int, width, widths) -> np.ndarray:
