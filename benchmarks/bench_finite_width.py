@@ -5,7 +5,8 @@ run (best of 3, after a warm-up call): :func:`meanfield.finite_width.finite_widt
 criticality (sigma_w2 = 1, sigma_b2 = 0), erf off criticality and relu, and a naive baseline that
 evaluates the same recursions layer by layer with ``scipy.integrate.quad`` (four integrals per
 layer: <phi^2>, <phi^4>, d<phi^2>/dK and the fourth derivative, each as a Gaussian integral over
-z ~ N(0, 1)), with the largest relative difference between the two for K, V and G1.
+z ~ N(0, 1)), with the largest relative difference between the two for K, V and G1; and the time of
+:func:`meanfield.finite_width.jacobian_norm` (||J u||^2) at the same size.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import numpy as np
 from scipy import integrate, special
 
-from meanfield.finite_width import finite_width
+from meanfield.finite_width import finite_width, jacobian_norm
 
 PHI = {"tanh": np.tanh, "erf": special.erf, "relu": lambda t: max(t, 0.0)}
 
@@ -69,6 +70,9 @@ def main():
         dG = np.max(np.abs(r.G1 - G1)[1:] / scale[1:])
         print(f"  {act:5s} sw={sw} sb={sb}: finite_width {t_ours:.3f} s   naive quad {t_naive:.2f} s"
               f"   ratio {t_naive / t_ours:.0f}x   max rel diff K {dK:.1e} V {dV:.1e} G1 {dG:.1e}")
+    for act, sw, sb in (("tanh", 1.0, 0.0), ("gelu", 2.0, 0.1)):
+        t_jac, _ = best(lambda act=act, sw=sw, sb=sb: jacobian_norm(act, a.depth, a.width, sw, sb, 1.0))
+        print(f"  jacobian_norm {act} sw={sw} sb={sb}: {t_jac:.3f} s")
 
 
 if __name__ == "__main__":
