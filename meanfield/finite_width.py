@@ -40,6 +40,12 @@ G^l X_l`` with independent ``X_l``, so ``E[h^4] / (3 E[h^2]^2) = prod_{k<l} (1 +
 ``v = 6 (a^4 + b^4) / (a^2 + b^2)^2 - 1`` (relu 5, linear 2; Hanin 2018), and the 1/n
 recursion gives ``V^l / K^2 = v l`` (the book's ``v (l - 1)``, PDLT §5.4).  Then the derived
 predictions below are computed from those exact products instead of their first order.
+
+What is here: :func:`finite_width` (a :class:`FiniteWidth`: K, V, G1 and the predicted mean and
+spread over networks of a layer's empirical second moment, and a unit's kurtosis),
+:func:`jacobian_norm` (a :class:`JacobianNorm`: mean and spread of Hanin's ``||J^l u||^2``), and
+the two new one-dimensional expectations they need, :func:`phi4_expectation` and
+:func:`phi2_fourth_derivative` (adaptive quadrature, :func:`meanfield.quadrature.expect_1d`).
 """
 
 from __future__ import annotations

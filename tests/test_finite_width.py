@@ -383,3 +383,47 @@ def test_jacobian_bad_input():
         jacobian_norm("tanh", 3, widths=[8, 8])
     with pytest.raises(ValueError, match="discontinuous"):
         jacobian_norm("sign(x)", 3, 8)
+
+
+def _mp_jacobian(phi, dphi, sw, sb, q0, u_var, widths):
+    """jacobian_norm's recursions, every expectation by mpmath; the K-derivatives of <phi'^2> and <phi^2>
+    by mpmath's numerical differentiation (not by Gaussian integration by parts as in the library)."""
+    sw, sb = mp.mpf(sw), mp.mpf(sb)
+    K, S, D = _mp_recursion(phi, sw, sb, q0, widths)
+    K = [mp.mpf(k) for k in K]  # (float inputs are only the K's; the rest is recomputed here)
+    B = lambda k: _gauss(lambda u: dphi(u) ** 2, k)  # noqa: E731
+    H, SCC, SGG, SGH, SHH, DG, DH = [mp.mpf(u_var)], [0], [0], [0], [0], [0], [0]
+    for l, n in enumerate(widths[:-1]):
+        k, h = K[l], H[-1]
+        p2, p4 = _gauss(lambda u: phi(u) ** 2, k), _gauss(lambda u: phi(u) ** 4, k)
+        p2d2 = _gauss(lambda u: (phi(u) * dphi(u)) ** 2, k)
+        d4 = _gauss(lambda u: dphi(u) ** 4, k)
+        Bk, B1, B2 = B(k), mp.diff(B, k), mp.diff(B, k, 2)
+        cp = sw * mp.diff(lambda t: _gauss(lambda u: phi(u) ** 2, t), k)
+        c1 = sw * Bk
+        fd4 = 4 * mp.diff(lambda t: _gauss(lambda u: phi(u) ** 2, t), k, 2)
+        b = sw * h * B1
+        SCC.append(sw ** 2 * h * p2d2 / n + cp ** 2 * SCC[-1])
+        SGH.append(sw ** 2 * h * (p2d2 - p2 * Bk) / n + cp * (b * SGG[-1] + c1 * SGH[-1]))
+        SHH.append(sw ** 2 * h * h * (3 * d4 - Bk ** 2) / n + b * b * SGG[-1] + 2 * b * c1 * SGH[-2]
+                   + c1 ** 2 * SHH[-1])
+        DH.append(b * DG[-1] + c1 * DH[-1] + sw * (h * B2 * SGG[-1] / 2 + B1 * SGH[-2] + 2 * B1 * SCC[-2]))
+        DG.append(cp * DG[-1] + sw / 8 * fd4 * SGG[-1])
+        SGG.append(sw ** 2 * (p4 - p2 ** 2) / n + cp ** 2 * SGG[-1])
+        H.append(c1 * h)
+    N = np.array(widths, dtype=float)
+    Hf, DHf, SHHf = (np.array([float(a) for a in arr]) for arr in (H, DH, SHH))
+    return N * (Hf + DHf), N ** 2 * SHHf + 2 * N * Hf ** 2
+
+
+def test_jacobian_recursion_against_mpmath():
+    mp.mp.dps = 20
+    widths = [40, 90, 25]
+    phi, dphi = mp.tanh, lambda t: 1 / mp.cosh(t) ** 2
+    mean, var = _mp_jacobian(phi, dphi, 1.8, 0.2, 0.7, 0.4, widths)
+    r = jacobian_norm("tanh", 3, widths=widths, sigma_w2=1.8, sigma_b2=0.2, q0=0.7, u_var=0.4)
+    assert np.max(np.abs(r.mean / mean - 1)) < 1e-10 and np.max(np.abs(r.var / var - 1)) < 1e-10
+    lead = r.widths * r.H  # the 1/n correction of the mean (4e-4 of it here) on its own
+    np.testing.assert_allclose(r.mean - lead, mean - lead, rtol=1e-8, atol=1e-12 * mean.max())
+    np.testing.assert_allclose(r.mean, mean, rtol=1e-10)
+    np.testing.assert_allclose(r.var, var, rtol=1e-10)
