@@ -1,0 +1,256 @@
+"""Jacobian singular-value spectra (Pennington, Schoenholz & Ganguli 2017, 2018) against closed
+forms, published formulas and sampled products of random matrices."""
+
+import numpy as np
+import pytest
+from scipy import special
+
+import meanfield.spectrum as sp
+
+# ----------------------------------------------------------------------------------------
+# helpers
+
+
+def tanh_sinh(f, a, b, h=1 / 32, tmax=3.2):
+    """int_a^b f by the double-exponential rule (endpoint singularities allowed); f vectorised."""
+    tau = np.arange(-tmax, tmax + h / 2, h)
+    x = np.tanh(0.5 * np.pi * np.sinh(tau))
+    wgt = 0.5 * np.pi * np.cosh(tau) / np.cosh(0.5 * np.pi * np.sinh(tau)) ** 2 * h
+    lam = a + (b - a) * 0.5 * (1 + x)
+    keep = (lam > a) & (lam < b)
+    vals = f(lam[keep])
+    return 0.5 * (b - a) * np.sum(wgt[keep] * vals), lam[keep], vals
+
+
+def density_moments(spec, lo_floor=1e-40):
+    """(mass, m1, m2) of the continuous part on (0, edge): tanh-sinh in log-lambda for the
+    lower end (the density may blow up like lambda^-alpha at 0; the part below 1e-40 edge is
+    below 1e-9 for the depths used)."""
+    # u = log(lambda / edge) in (log lo_floor, 0)
+    a = np.log(lo_floor)
+
+    def f(u):
+        lam = spec.edge * np.exp(u)
+        return np.stack([lam, lam ** 2, lam ** 3]) * spec.density(lam)  # lambda rho dlog lambda
+
+    tau = np.arange(-3.2, 3.2 + 1 / 64, 1 / 32)
+    x = np.tanh(0.5 * np.pi * np.sinh(tau))
+    wgt = 0.5 * np.pi * np.cosh(tau) / np.cosh(0.5 * np.pi * np.sinh(tau)) ** 2 / 32
+    u = a + (0 - a) * 0.5 * (1 + x)
+    keep = (u > a) & (u < 0)
+    vals = f(u[keep])
+    out = 0.5 * (0 - a) * (vals * wgt[keep]).sum(axis=1)
+    return out
+
+
+def sample_jacobian_eigs(act_dphi, q, depth, sigma_w2, weights, n, rng):
+    """Squared singular values of prod D^l W^l, D = diag(phi'(h)), h ~ N(0, q) i.i.d."""
+    J = np.eye(n)
+    for _ in range(depth):
+        if weights == "gaussian":
+            W = rng.normal(0.0, np.sqrt(sigma_w2 / n), (n, n))
+        else:
+            Z = rng.normal(size=(n, n))
+            Q, R = np.linalg.qr(Z)
+            W = np.sqrt(sigma_w2) * Q * np.sign(np.diag(R))
+        D = act_dphi(rng.normal(0.0, np.sqrt(q), n))
+        J = D[:, None] * (W @ J)
+    return np.linalg.eigvalsh(J @ J.T)
+
+
+def fuss_catalan(s, k):
+    return special.comb((s + 1) * k, k, exact=True) / (s * k + 1)
+
+
+# ----------------------------------------------------------------------------------------
+# closed forms
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 7])
+def test_linear_gaussian_is_a_product_of_ginibre_matrices(depth):
+    s = sp.jacobian_spectrum("linear", depth, 1.0, 0.0, n_moments=6)
+    want = np.array([fuss_catalan(depth, k) for k in range(1, 7)], dtype=float)
+    np.testing.assert_allclose(s.moments, want, rtol=1e-12)
+    assert s.variance == pytest.approx(depth, rel=1e-14)
+    assert s.edge == pytest.approx((depth + 1) ** (depth + 1) / depth ** depth, rel=1e-12)
+    assert s.atoms == ()
+
+
+def test_scaling_of_moments_with_sigma_w2():
+    s = sp.jacobian_spectrum("linear", 3, 0.8, 0.1, n_moments=3)
+    want = np.array([fuss_catalan(3, k) * 0.8 ** (3 * k) for k in (1, 2, 3)], dtype=float)
+    np.testing.assert_allclose(s.moments, want, rtol=1e-12)
+    assert s.variance == pytest.approx(0.8 ** 6 * 3, rel=1e-13)
+
+
+def test_linear_orthogonal_is_an_isometry():
+    s = sp.jacobian_spectrum("linear", 5, 1.0, 0.0, "orthogonal")
+    assert s.variance == 0.0
+    np.testing.assert_allclose(s.moments, 1.0, rtol=1e-14)
+    assert s.atoms == ((1.0, 1.0),)
+    assert s.edge == 1.0
+
+
+@pytest.mark.parametrize("depth", [1, 4, 30])
+def test_relu_published_variances(depth):
+    g = sp.jacobian_spectrum("relu", depth, 2.0, 0.0)
+    o = sp.jacobian_spectrum("relu", depth, 2.0, 0.0, "orthogonal")
+    assert g.mean == pytest.approx(1.0, rel=1e-14) and o.mean == pytest.approx(1.0, rel=1e-14)
+    assert g.variance == pytest.approx(depth / 0.5, rel=1e-13)  # L / p
+    assert o.variance == pytest.approx(depth * 0.5 / 0.5, rel=1e-13)  # L (1 - p) / p
+    # the series of the S-transform agrees with the closed-form variance
+    assert g.moments[1] - g.moments[0] ** 2 == pytest.approx(g.variance, rel=1e-11)
+    assert o.moments[1] - o.moments[0] ** 2 == pytest.approx(o.variance, rel=1e-11)
+    assert g.atoms == ((0.0, 0.5),)
+
+
+@pytest.mark.parametrize("q", [0.05, 0.3, 1.0])
+def test_hard_tanh_published_variances(q):
+    # critical line of hard tanh parametrised by q*: sigma_w2 = 1/p, sigma_b2 = q - sigma_w2 E[phi^2]
+    p = special.erf(1 / np.sqrt(2 * q))
+    e_phi2 = q * (p - np.sqrt(2 / (np.pi * q)) * np.exp(-1 / (2 * q))) + (1 - p)
+    sw = 1 / p
+    sb = q - sw * e_phi2
+    depth = 12
+    g = sp.jacobian_spectrum("hard_tanh", depth, sw, sb)
+    o = sp.jacobian_spectrum("hard_tanh", depth, sw, sb, "orthogonal")
+    assert g.q_star == pytest.approx(q, rel=1e-9)
+    assert g.mean == pytest.approx(1.0, rel=1e-8)
+    assert g.variance == pytest.approx(depth / p, rel=1e-8)
+    assert o.variance == pytest.approx(depth * (1 - p) / p, rel=1e-8)
+
+
+def test_relu_edge_closed_form_matches_minimisation():
+    # Gaussian: t^2 - (L+1) t + L(1-p) = 0; lambda_max = sigma_w2^L (t-1+p)/p (p t/(t-1))^L
+    L, p = 10, 0.5
+    t = ((L + 1) + np.sqrt((L + 1) ** 2 - 4 * L * (1 - p))) / 2
+    want = 2.0 ** L * (t - 1 + p) / p * (p * t / (t - 1)) ** L
+    s = sp.jacobian_spectrum("relu", L, 2.0, 0.0)
+    assert s.edge == pytest.approx(want, rel=1e-13)
+    grid = s.edge_t * np.linspace(0.5, 2.0, 2001)
+    grid = grid[grid > 1]
+    assert np.min(s.lam_of_t(grid)[0].real) >= s.edge * (1 - 1e-12)
+    # orthogonal: t = L (1 - p) (> 1 here)
+    o = sp.jacobian_spectrum("relu", L, 2.0, 0.0, "orthogonal")
+    t = L * (1 - p)
+    assert o.edge_t == t
+    assert o.edge == pytest.approx(2.0 ** L * (t - 1 + p) / p * (p * t / (t - 1 + p)) ** L, rel=1e-13)
+
+
+def test_orthogonal_atom_at_the_top_when_few_units_switch_off():
+    s = sp.jacobian_spectrum("relu", 2, 2.0, 0.0, "orthogonal")  # L (1 - p) = 1: no atom
+    assert [loc for loc, _ in s.atoms] == [0.0]
+    s = sp.jacobian_spectrum("hard_tanh", 4, 1.2, 0.05, "orthogonal")
+    p = float(s.law.probs[-1])
+    assert s.atoms[1] == pytest.approx((1.2 ** 4, 1 - 4 * (1 - p)), rel=1e-14)
+    assert s.edge == 1.2 ** 4
+    assert not np.isfinite(s.edge_t)
+    with pytest.raises(NotImplementedError):
+        s.density([0.5])
+
+
+def test_general_edge_search_reproduces_the_closed_form():
+    # leaky relu with slope 0 is relu, but through the numerical minimisation when forced
+    s = sp.jacobian_spectrum("relu", 10, 2.0, 0.0)
+    t = sp._edge_t(s.law, 10, 2.0, "gaussian")
+    assert t == pytest.approx(s.edge_t, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------
+# the density
+
+
+DENSITY_CASES = [
+    # (act, depth, sigma_w2, sigma_b2, weights, lower end of the integral relative to the edge)
+    ("linear", 1, 1.0, 0.0, "gaussian", 1e-40),
+    ("linear", 3, 1.0, 0.0, "gaussian", 1e-40),
+    ("relu", 3, 2.0, 0.0, "gaussian", 1e-40),
+    ("relu", 4, 2.0, 0.0, "orthogonal", 1e-40),
+    ("tanh", 4, 1.05, 0.01, "gaussian", 1e-40),
+    # well conditioned: the density falls below 1e-6 at 3e-3 edge and keeps falling steeply, so
+    # the mass below 5e-3 edge is < 1e-8
+    ("tanh", 4, 1.05, 0.01, "orthogonal", 5e-3),
+]
+
+
+@pytest.mark.parametrize("act, depth, sw, sb, weights, floor", DENSITY_CASES)
+def test_density_mass_and_moments(act, depth, sw, sb, weights, floor):
+    """The density integrates to 1 - atoms and reproduces m1 and the variance to 1e-6."""
+    s = sp.jacobian_spectrum(act, depth, sw, sb, weights)
+    mass, m1, m2 = density_moments(s, floor)
+    atom_m1 = sum(loc * m for loc, m in s.atoms)
+    atom_m2 = sum(loc ** 2 * m for loc, m in s.atoms)
+    assert mass == pytest.approx(s.continuous_mass, abs=1e-6)
+    assert m1 + atom_m1 == pytest.approx(s.mean, rel=1e-6)
+    assert m2 + atom_m2 - s.mean ** 2 == pytest.approx(s.variance, rel=1e-6)
+
+
+def test_marchenko_pastur_density():
+    s = sp.jacobian_spectrum("linear", 1, 1.0, 0.0)
+    lam = np.linspace(0.05, 3.95, 40)
+    want = np.sqrt(lam * (4 - lam)) / (2 * np.pi * lam)
+    np.testing.assert_allclose(s.density(lam), want, rtol=1e-9)
+    assert np.all(s.density([4.1, 10.0]) == 0)
+    np.testing.assert_allclose(s.singular_value_density(np.sqrt(lam)), 2 * np.sqrt(lam) * want, rtol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------
+# sampled networks
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights", ["gaussian", "orthogonal"])
+def test_tanh_against_sampled_products(weights):
+    """Width 400, depth 16, 4 samples: mean and variance within 5% and 10%, CDF within 0.03
+    above its 20% quantile, largest sample below 1.1 x the edge."""
+    depth, sw, sb, n = 16, 1.05, 0.01, 400
+    s = sp.jacobian_spectrum("tanh", depth, sw, sb, weights)
+    rng = np.random.default_rng(12)
+    eigs = np.concatenate([
+        sample_jacobian_eigs(lambda h: 1 / np.cosh(h) ** 2, s.q_star, depth, sw, weights, n, rng)
+        for _ in range(4)])
+    assert eigs.mean() == pytest.approx(s.mean, rel=0.05)
+    assert eigs.var() == pytest.approx(s.variance, rel=0.10)
+    # CDF from the top: P(lambda <= x) = 1 - int_x^edge rho (no atoms here), trapezoid on 150 points
+    lo = np.quantile(eigs, 0.2)
+    lam = np.linspace(lo, s.edge, 150)
+    rho = s.density(lam)
+    upper = np.concatenate([np.cumsum((0.5 * (rho[1:] + rho[:-1]) * np.diff(lam))[::-1])[::-1], [0.0]])
+    cdf = 1.0 - upper
+    emp = np.searchsorted(np.sort(eigs), lam, side="right") / eigs.size
+    assert np.max(np.abs(cdf - emp)[1:]) < 0.03  # (the first panel is not in any cdf[1:])
+    assert eigs.max() <= s.edge * 1.1
+
+
+def test_orthogonal_tanh_at_small_q_is_well_conditioned():
+    """Pennington et al. 2017: orthogonal weights + tanh near q* = 0 keep the spectrum near its
+    mean at depth, Gaussian weights do not."""
+    g = sp.jacobian_spectrum("tanh", 100, 1.0005, 1e-5)
+    o = sp.jacobian_spectrum("tanh", 100, 1.0005, 1e-5, "orthogonal")
+    assert g.q_star < 0.02
+    assert o.variance / o.mean ** 2 < 0.1 * g.variance / g.mean ** 2
+    assert o.edge / o.mean < 2 and g.edge / g.mean > 100
+
+
+# ----------------------------------------------------------------------------------------
+# bad input
+
+
+@pytest.mark.parametrize("depth", [0, -3, 2.5, "3", True])
+def test_bad_depth(depth):
+    with pytest.raises(ValueError, match="depth"):
+        sp.jacobian_spectrum("tanh", depth, 1.0, 0.0)
+
+
+def test_bad_weights_and_no_fixed_point():
+    with pytest.raises(ValueError, match="weights"):
+        sp.jacobian_spectrum("tanh", 3, 1.0, 0.0, weights="uniform")
+    with pytest.raises(ValueError, match="no finite fixed point"):
+        sp.jacobian_spectrum("relu", 3, 2.5, 0.1)
+    with pytest.raises(ValueError, match="sigma_w2"):
+        sp.jacobian_spectrum("relu", 3, 0.0, 0.1)
+    with pytest.raises(ValueError, match="n_moments"):
+        sp.jacobian_spectrum("relu", 3, 1.0, 0.1, n_moments=1)
+    s = sp.jacobian_spectrum("relu", 3, 1.0, 0.1)
+    with pytest.raises(ValueError, match="lam"):
+        s.density([-1.0])
