@@ -83,6 +83,26 @@ def test_scaling_of_moments_with_sigma_w2():
     assert s.variance == pytest.approx(0.8 ** 6 * 3, rel=1e-13)
 
 
+def test_tanh_at_q_star_zero_is_the_linear_network():
+    s = sp.jacobian_spectrum("tanh", 5, 1.0, 0.0, n_moments=4)
+    assert s.q_star == 0.0
+    np.testing.assert_allclose(s.moments, [fuss_catalan(5, k) for k in (1, 2, 3, 4)], rtol=1e-12)
+    assert s.edge == pytest.approx(6 ** 6 / 5 ** 5, rel=1e-12)
+
+
+def test_elu_law_has_an_atom_and_a_continuous_part():
+    s = sp.jacobian_spectrum("elu", 3, 1.2, 0.1, n_moments=3)
+    law = s.law
+    np.testing.assert_allclose(law.values, [1.0])
+    np.testing.assert_allclose(law.probs, [0.5], rtol=1e-14)
+    assert law.dmax == 1.0 and law.pieces == ((-np.inf, 0.0),)
+    # mu_k = E[phi'^(2k)] = 1/2 + E[exp(2k u) 1(u < 0)], u ~ N(0, q*)
+    q = s.q_star
+    for k in (1, 2, 3):
+        want = 0.5 + np.exp(2 * k * k * q) * special.ndtr(-2 * k * np.sqrt(q))
+        assert s.mu[k - 1] == pytest.approx(want, rel=1e-11)
+
+
 def test_linear_orthogonal_is_an_isometry():
     s = sp.jacobian_spectrum("linear", 5, 1.0, 0.0, "orthogonal")
     assert s.variance == 0.0
@@ -166,6 +186,8 @@ DENSITY_CASES = [
     ("linear", 3, 1.0, 0.0, "gaussian", 1e-40),
     ("relu", 3, 2.0, 0.0, "gaussian", 1e-40),
     ("relu", 4, 2.0, 0.0, "orthogonal", 1e-40),
+    ("hard_tanh", 3, 1.2, 0.05, "gaussian", 1e-40),
+    ("elu", 3, 1.2, 0.1, "gaussian", 1e-40),  # d: an atom at 1 (u > 0) and a continuous part
     ("tanh", 4, 1.05, 0.01, "gaussian", 1e-40),
     # well conditioned: the density falls below 1e-6 at 3e-3 edge and keeps falling steeply, so
     # the mass below 5e-3 edge is < 1e-8
