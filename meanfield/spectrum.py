@@ -4,14 +4,14 @@ For a depth-``L`` network at the fixed point ``q*``, the Jacobian is ``J = prod_
 ``D^l = diag(phi'(h^l))``, ``h^l ~ N(0, q*)`` i.i.d. over units, and ``W^l`` either Gaussian
 (``W_ij ~ N(0, sigma_w2 / N)``) or scaled orthogonal (``sqrt(sigma_w2) O``, O Haar).  At large
 width the factors are asymptotically free, so the S-transform of ``J J^T`` is a product
-(Pennington et al. 2017, eq. 13; 2018, eq. 8)::
+(Pennington et al. 2017; 2018)::
 
     S_{JJ^T}(z) = S_{WW^T}(z)^L S_{D^2}(z)^L,   S_{WW^T} = 1/(sigma_w2 (1 + z))  (Gaussian),
                                                           1/sigma_w2             (orthogonal).
 
 With ``d = phi'(h)^2`` and ``w(t) = E[d / (t - d)]`` (the moment generating function of D^2,
 ``M_{D^2}(t) = w(t)``), the inverse of ``J J^T``'s moment generating function ``M(lambda) =
-lambda G(lambda) - 1`` is, parametrised by t (Pennington et al. 2018, eqs. 9-11)::
+lambda G(lambda) - 1`` is, parametrised by t (Pennington et al. 2018)::
 
     lambda(t) = sigma_w2^L ((1 + w)/w) (w t)^L                (Gaussian)
     lambda(t) = sigma_w2^L ((1 + w)/w) (w t / (1 + w))^L      (orthogonal)
@@ -21,12 +21,12 @@ so that ``M(lambda(t)) = w(t)``.  From it:
 * moments ``m_k`` of the squared singular values from the series of S (series reversion); the
   mean ``m_1 = (sigma_w2 mu_1)^L = chi_1^L`` and the variance
   ``m_1^2 L (mu_2/mu_1^2 - 1 + v_W)``, ``mu_k = E[d^k]``, ``v_W = 1`` Gaussian, 0 orthogonal
-  (normalised variances add under free multiplication; at criticality ``m_1 = 1`` and this is
-  Pennington et al. 2017, eqs. 16-17, for any ``chi_1``);
-* the largest squared singular value, ``min_{t > max d} lambda(t)`` (2017, Sec. 2.5), in closed
+  (normalised variances add under free multiplication, for any ``chi_1``; at criticality
+  ``m_1 = 1`` and this is Pennington et al. 2017's ``L (1-p)/p`` and ``L/p`` for relu and hard tanh);
+* the largest squared singular value, ``min_{t > max d} lambda(t)`` (Pennington et al. 2017), in closed
   form when d takes the two values 0 and a (relu, hard tanh, linear: ``t = ((L+1) +
   sqrt((L+1)^2 - 4L(1-p)))/2`` Gaussian, ``t = L(1-p)`` orthogonal, in units of a);
-* atoms: at 0 with mass ``P(d = 0)`` (the rank of the last ``D``); with orthogonal weights, at
+* atoms: at 0 with mass ``P(d = 0)`` (J has the rank of its ``D`` factors); with orthogonal weights, at
   ``(sigma_w2 v)^L`` for every atom v of d with mass ``1 - L P(d != v)`` where positive (the
   vectors that every layer maps within its ``phi' = sqrt(v)`` eigenspace: for relu and hard tanh
   at ``p^{-L}`` when ``L (1 - p) < 1`` at criticality);
@@ -241,8 +241,8 @@ def jacobian_spectrum(act: ActivationLike, depth: int, sigma_w2: float, sigma_b2
     """Spectrum of the squared singular values of a deep network's input-output Jacobian.
 
     Free-probability theory of Pennington, Schoenholz & Ganguli (2017, "Resurrecting the sigmoid
-    in deep learning through dynamical isometry", eqs. 13-17; 2018, "The emergence of spectral
-    universality in deep networks", eqs. 8-11) for ``J = prod_{l=1}^L D^l W^l`` at the fixed
+    in deep learning through dynamical isometry"; 2018, "The emergence of spectral universality in
+    deep networks") for ``J = prod_{l=1}^L D^l W^l`` at the fixed
     point ``q*`` of the variance map (every layer's pre-activations ``~ N(0, q*)``, the last
     layer's ``D`` included).  See the module docstring for the formulas.
 
@@ -306,7 +306,7 @@ def free_power_moments(mu: ArrayLike, depth: int, v_w: float) -> np.ndarray:
     layer by a free Marchenko-Pastur (Wishart) factor, ``S = 1/(1 + z)``, ``v_w = 0`` by the
     identity.  The S-transform ``S(z) = (1 + z) u(z)/z``, ``u`` the compositional inverse of
     ``M(u) = sum_k mu_k u^k``, is raised to the power L and inverted back to the moments
-    (Voiculescu's multiplicative free convolution; Pennington et al. 2018, eq. 8).
+    (Voiculescu's multiplicative free convolution, as in Pennington et al. 2018).
 
     Returns the (K,) moments ``m_k``; ``m_1 = 1`` and ``m_2 = 1 + L (mu_2 - 1 + v_w)``.
     """
