@@ -18,8 +18,8 @@ def variance(name: str, value) -> float:
 def check(X1, X2, act, depth, sigma_w2, sigma_b2, method, memory_limit, n_arrays: int):
     """Checked arguments of :func:`meanfield.kernels.nngp` and :func:`~meanfield.kernels.ntk`.
 
-    ``n_arrays`` is the number of ``n1 x n2`` arrays the recursion holds at a time (2 for the
-    NNGP, 4 for the NTK); a kernel whose arrays exceed ``memory_limit`` bytes (None: the package
+    ``n_arrays`` is the number of ``n1 x n2`` arrays the recursion holds at a time (3 for the
+    NNGP, 5 for the NTK); a kernel whose arrays exceed ``memory_limit`` bytes (None: the package
     default) is refused.  Returns ``(X1, X2, same, act, depth, sigma_w2, sigma_b2)``.
     """
     X1 = _validate.inputs("X1", X1)
@@ -36,7 +36,7 @@ def check(X1, X2, act, depth, sigma_w2, sigma_b2, method, memory_limit, n_arrays
     _validate.method(method)
     limit = _validate.memory_limit(memory_limit)
     act: Activation = activation(act)
-    if n_arrays > 2:
+    if n_arrays > 3:  # the NTK needs phi'
         act.derivative(1)
     need = 8.0 * X1.shape[0] * X2.shape[0] * n_arrays
     if need > limit:

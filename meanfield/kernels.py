@@ -89,7 +89,7 @@ from .activations import Activation, ActivationLike
 from .expectations import expectation
 from .layers import Dense
 
-__all__ = ["nngp", "ntk", "KernelWarning"]
+__all__ = ["nngp", "ntk", "KernelWarning", "MAX_LAYERS"]
 
 
 def nngp(X1: ArrayLike, X2: ArrayLike | None = None, act: ActivationLike = "relu", depth: int = 1,
@@ -111,7 +111,10 @@ def nngp(X1: ArrayLike, X2: ArrayLike | None = None, act: ActivationLike = "relu
         The nonlinearity phi (see :func:`meanfield.activation`).
     depth : int
         Number of hidden layers L (nonlinearities), >= 0; the linear readout is not counted.
-        ``depth=L`` corresponds to ``meanfield.empirical.NetworkSpec(depth=L + 1)``.
+        ``depth=L`` corresponds to ``meanfield.empirical.NetworkSpec(depth=L + 1)``.  The
+        recursion stops early once a layer leaves the kernel bitwise unchanged (every later layer
+        would too), so very deep kernels cost what convergence costs; past :data:`MAX_LAYERS`
+        layers without convergence it stops with a ValueError.
     sigma_w2, sigma_b2 : float
         Weight and bias variances (``W_ij ~ N(0, sigma_w2 / fan_in)``, ``b_i ~ N(0, sigma_b2)``).
     method : {"auto", "exact", "quadrature"}
@@ -142,7 +145,7 @@ def nngp(X1: ArrayLike, X2: ArrayLike | None = None, act: ActivationLike = "relu
     the variances (most nodes in layer 1, fewer as the variances contract).  Normalising the
     inputs to a common norm, where the application allows it, is the fast path.
     """
-    X1, X2, same, act, depth, sw, sb = check(X1, X2, act, depth, sigma_w2, sigma_b2, method, memory_limit, 2)
+    X1, X2, same, act, depth, sw, sb = check(X1, X2, act, depth, sigma_w2, sigma_b2, method, memory_limit, 3)
     return _recursion(X1, X2, same, Dense(act, sw, sb), depth, method, want_ntk=False)[0]
 
 
@@ -181,7 +184,7 @@ def ntk(X1: ArrayLike, X2: ArrayLike | None = None, act: ActivationLike = "relu"
     1000 x 1000 tanh at depth 10 on a common norm, about 5.5 s with many distinct norms
     (see :func:`nngp`).
     """
-    X1, X2, same, act, depth, sw, sb = check(X1, X2, act, depth, sigma_w2, sigma_b2, method, memory_limit, 4)
+    X1, X2, same, act, depth, sw, sb = check(X1, X2, act, depth, sigma_w2, sigma_b2, method, memory_limit, 5)
     K, Theta = _recursion(X1, X2, same, Dense(act, sw, sb), depth, method, want_ntk=True)
     return (Theta, K) if return_nngp else Theta
 
@@ -191,12 +194,20 @@ def ntk(X1: ArrayLike, X2: ArrayLike | None = None, act: ActivationLike = "relu"
 # ----------------------------------------------------------------------------------------
 
 
+#: Kernels deeper than this are computed only if they reach their fixed point (bitwise) by then.
+MAX_LAYERS = 10**6
+
+
 def _recursion(X1, X2, same, layer: Dense, depth, method, want_ntk):
     """``(K^L, Theta^L)`` (``Theta`` None without ``want_ntk``); each step is the layer rule.
 
-    At most 2 (NNGP) or 4 (NTK) ``n1 x n2`` arrays are alive at a time: ``K^{l-1}`` is released
-    before ``K^l`` is made.  When ``X2`` is ``X1`` the diagonal is set from the one-dimensional
-    variance map and every array stays exactly symmetric.
+    At most 3 (NNGP) or 5 (NTK) ``n1 x n2`` arrays are alive at a time.  When ``X2`` is ``X1`` the
+    diagonal is set from the one-dimensional variance map and every array stays exactly symmetric.
+
+    Once a layer leaves ``K`` (and the diagonals) bitwise unchanged, every later layer would too:
+    the NNGP is final, and the NTK's remaining layers are the elementwise affine recursion
+    ``Theta' = K + a Theta`` with fixed ``a = sigma_w2 E[phi'(u) phi'(u')]``, summed in closed form
+    (``Theta^L = a^n Theta + K (1 - a^n)/(1 - a)``), so very deep kernels cost what convergence costs.
     """
     K, d1, d2 = _input_layer(X1, X2, same, layer.sigma_w2, layer.sigma_b2)
     Theta, t1, t2 = (K.copy(), d1.copy(), d2.copy()) if want_ntk else (None, None, None)
@@ -210,26 +221,56 @@ def _recursion(X1, X2, same, layer: Dense, depth, method, want_ntk):
         if want_ntk:
             D1, D2 = dphi.second(d1, d2)  # E[phi'(u)^2]
             Dc = dphi.products(K, d1, d2, D1, D2, angles)  # E[phi'(u) phi'(u')]
-        del K
+        K_prev, d_prev = K, (d1, d2)
         K = layer.covariance(C)  # K^l = sigma_b2 + sigma_w2 E[phi(u) phi(u')]
         del C
         with np.errstate(over="ignore"):
             d1 = layer.variance(V1)  # K^l(x, x) = sigma_b2 + sigma_w2 E[phi(u)^2]
             d2 = d1 if same else layer.variance(V2)
+        if same:
+            np.fill_diagonal(K, d1)
+        fixed = (np.array_equal(K, K_prev) and np.array_equal(d1, d_prev[0])
+                 and np.array_equal(d2, d_prev[1]))
+        del K_prev, d_prev
         if not (np.all(np.isfinite(d1)) and np.all(np.isfinite(d2)) and np.isfinite(K).all()):
             raise ValueError(f"the kernel's variances exceed float64's range at layer {layer_number} of {depth}: "
                              f"the network diverges at sigma_w2 = {layer.sigma_w2:g}, sigma_b2 = "
                              f"{layer.sigma_b2:g}; use fewer layers or a smaller sigma_w2")
-        if same:
-            np.fill_diagonal(K, d1)
         if want_ntk:
             Theta = layer.ntk_from(K, Dc, Theta)  # Theta^l = K^l + sigma_w2 E[phi'(u) phi'(u')] Theta^{l-1}
-            del Dc
             t1 = layer.ntk_from(d1, D1, t1)
             t2 = t1 if same else layer.ntk_from(d2, D2, t2)
             if same:
                 np.fill_diagonal(Theta, t1)
+            if fixed and layer_number < depth:  # the same affine step for the remaining layers
+                n = depth - layer_number
+                Theta = _affine_power(Theta, K, layer.sigma_w2 * Dc, n)
+                t1 = _affine_power(t1, d1, layer.sigma_w2 * D1, n)
+                t2 = t1 if same else _affine_power(t2, d2, layer.sigma_w2 * D2, n)
+                if same:
+                    np.fill_diagonal(Theta, t1)
+                if not (np.isfinite(Theta).all() and np.all(np.isfinite(t1)) and np.all(np.isfinite(t2))):
+                    raise ValueError(f"the NTK exceeds float64's range by layer {depth}: it grows by "
+                                     f"sigma_w2 E[phi'(u) phi'(u')] >= 1 per layer; use fewer layers")
+            del Dc
+        if fixed:  # every later layer repeats this one exactly
+            break
+        if layer_number == MAX_LAYERS and depth > MAX_LAYERS:
+            raise ValueError(f"the kernel is still changing after {MAX_LAYERS} layers (for example on the critical "
+                             f"line, where correlations approach 1 like 1/l^2), so depth {depth} would need "
+                             f"{depth - MAX_LAYERS} more layers of the recursion: use depth <= {MAX_LAYERS}")
     return K, Theta
+
+
+def _affine_power(theta, k, a, n):
+    """``n`` steps of ``theta -> k + a theta`` (elementwise): ``a^n theta + k (1 + a + ... + a^(n-1))``."""
+    a = np.asarray(a, dtype=float)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        an = np.power(a, n)
+        near = np.abs(1.0 - a) < 1e-8  # the geometric sum to second order in (a - 1)
+        geo = np.where(near, n * (1.0 + 0.5 * (n - 1) * (a - 1.0)),
+                       (1.0 - an) / np.where(near, 1.0, 1.0 - a))
+        return an * theta + k * geo
 
 
 def _input_layer(X1, X2, same, sw, sb):

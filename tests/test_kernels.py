@@ -549,3 +549,38 @@ def test_divergent_kernels_stay_exact_until_float64_runs_out():
     assert corr(nngp(X, None, "relu", depth=1000, sigma_w2=3.0, sigma_b2=0.1)) == pytest.approx(c, abs=1e-9)
     with pytest.raises(ValueError, match=r"exceed float64.s range at layer 17\d\d of 1800"):
         nngp(X, None, "relu", depth=1800, sigma_w2=3.0, sigma_b2=0.1)
+
+
+def _erf_kernels_by_hand(X, depth, sw, sb):
+    """NNGP and NTK of an erf network by Williams' closed forms (Williams 1997; Jacot et al. 2018)."""
+    K = sw * X @ X.T / X.shape[1] + sb
+    T = K.copy()
+    for _ in range(depth):
+        d = 1 + 2 * np.diag(K)
+        C = 2 / np.pi * np.arcsin(2 * K / np.sqrt(np.outer(d, d)))
+        Dc = 4 / np.pi / np.sqrt(np.outer(d, d) - 4 * K**2)
+        K = sw * C + sb
+        with np.errstate(over="ignore"):  # the chaotic NTK overflows, as it should
+            T = K + sw * Dc * T
+    return K, T
+
+
+def test_very_deep_kernels_stop_at_their_fixed_point(monkeypatch):
+    X = np.random.default_rng(0).normal(size=(6, 4))
+    for sw in (0.8, 3.0):  # ordered and chaotic: the NNGP converges long before 3000 layers
+        K_ref, T_ref = _erf_kernels_by_hand(X, 3000, sw, 0.1)
+        K = nngp(X, act="erf", depth=10**9, sigma_w2=sw, sigma_b2=0.1)
+        assert K == pytest.approx(K_ref, rel=1e-12)
+        if sw < 1:  # ordered: the NTK converges too, its remaining layers summed as a geometric series
+            T = ntk(X, act="erf", depth=10**9, sigma_w2=sw, sigma_b2=0.1)
+            assert T == pytest.approx(T_ref, rel=1e-11)
+        else:  # chaotic: the NTK's diagonal grows by chi_1 > 1 per layer, past float64 long before 1e9
+            with pytest.raises(ValueError, match="NTK exceeds"):
+                ntk(X, act="erf", depth=10**9, sigma_w2=sw, sigma_b2=0.1)
+    # a kernel still moving after MAX_LAYERS layers is refused, not looped (here with a small MAX_LAYERS)
+    import meanfield.kernels as kernels
+
+    monkeypatch.setattr(kernels, "MAX_LAYERS", 20)
+    with pytest.raises(ValueError, match="still changing after 20 layers"):
+        nngp(X[:2], act="relu", depth=10**9, sigma_w2=2.0, sigma_b2=0.0)
+    assert nngp(X[:2], act="relu", depth=20, sigma_w2=2.0, sigma_b2=0.0).shape == (2, 2)
