@@ -65,6 +65,12 @@ __all__ = [
     "GradientScales",
     "lambda_G",
     "batchnorm",
+    "finite_width",
+    "FiniteWidth",
+    "jacobian_norm",
+    "JacobianNorm",
+    "jacobian_spectrum",
+    "spectrum",
     "analyze",
     "MeanFieldPoint",
     "ConvergenceWarning",
@@ -114,9 +120,14 @@ _LAZY = {
     "gradient_scales": "gradients",
     "GradientScales": "gradients",
     "lambda_G": "batchnorm",
+    "finite_width": "finite_width",
+    "FiniteWidth": "finite_width",
+    "jacobian_norm": "finite_width",
+    "JacobianNorm": "finite_width",
+    "jacobian_spectrum": "spectrum",
 }
 _SUBMODULES = ("empirical", "plotting", "diagram", "dynamics", "kernels", "gp", "layers", "architecture",
-               "gradients", "batchnorm")
+               "gradients", "batchnorm", "spectrum")
 
 
 def __getattr__(name):

@@ -458,6 +458,7 @@ def _cmd_depth(args) -> int:
     gradient = gg.summary() + (" (residual network)" if args.residual else "")
     reach = reach_words(gg, args.factor)
     advice = _advice(act, point, gg, args)
+    width_words, width_data = _width_verdict(act, depth, args) if args.width is not None else (None, None)
     if args.json:
         growing = gg.factor >= 1
         _dump_json({
@@ -467,7 +468,7 @@ def _cmd_depth(args) -> int:
             "gradient_ratio_over_depth": gg.overall, "regime": gg.regime,
             "depth_for_factor": {"factor": args.factor,
                                  "layers": gg.depth_for(args.factor if growing else 1.0 / args.factor)},
-            "summary": gradient, "note": note, "advice": advice,
+            "summary": gradient, "note": note, "advice": advice, "finite_width": width_data,
         })
         return 0
     print(f"{point.activation} at sigma_w2 = {args.sigma_w2:g}, sigma_b2 = {args.sigma_b2:g}"
@@ -482,8 +483,34 @@ def _cmd_depth(args) -> int:
         print("  trainable depth: unbounded in mean-field theory (xi_c = inf: on the critical line)")
     print(f"  {gradient}")
     print(f"  {reach}")
+    if width_words:
+        print(f"  {width_words}")
     print(f"  advice: {advice}")
     return 0
+
+
+def _width_verdict(act, depth, args):
+    """Words and data on where depth/width, not xi_c, limits the depth (Roberts, Yaida & Hanin 2021)."""
+    import numpy as np
+
+    from .finite_width import finite_width
+
+    if args.width < 1:
+        raise ValueError(f"--width must be a positive number of units, got {args.width}")
+    if args.residual or args.rho != 1:
+        raise ValueError("--width: the finite-width theory covers plain networks without dropout")
+    fw = finite_width(act, depth, args.width, args.sigma_w2, args.sigma_b2, q0=1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spread = np.sqrt(fw.var_G) / fw.K  # network-to-network, relative
+        off = np.maximum(spread, np.abs(fw.mean_q / fw.K - 1.0))
+    bad = np.flatnonzero(~(off <= 0.05))
+    holds = int(bad[0]) if bad.size else depth
+    s_last = float(spread[-1])
+    words = (f"at width {args.width} and depth {depth} the layer variance fluctuates by +-{100 * s_last:.2g}% from "
+             f"network to network; the infinite-width prediction holds to 5% up to depth ~{holds}"
+             + (" (all of it)" if holds == depth else " (depth/width, not xi_c, limits it there)"))
+    return words, {"width": args.width, "relative_spread_last_layer": s_last, "holds_to_5pct_up_to_depth": holds,
+                   "K": fw.K, "mean_q": fw.mean_q, "var_G": fw.var_G}
 
 
 def _cmd_gradients(args) -> int:
@@ -563,6 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="report the depth at which the squared gradient norm has changed by this factor, "
                          "> 1 (default 1000)")
     dp.add_argument("--residual", action="store_true", help="residual network x + V phi(W x + b) + a")
+    dp.add_argument("--width", type=int, default=None,
+                    help="also say how far the finite-width network (this many units per layer) follows the theory")
     dp.add_argument("--sigma-v2", type=float, default=1.0, help="residual branch weight variance (default 1)")
     dp.add_argument("--sigma-a2", type=float, default=0.0, help="residual branch bias variance (default 0)")
     _add_common(dp)

@@ -73,3 +73,19 @@ def test_point_takes_the_normalisation(capsys):
                         (["--norm", "batch", "--batch-size", "2"], "batch_size")):
         code, out, err = run(capsys, "point", "tanh", *argv)
         assert code == 2 and match in err, err
+
+
+def test_depth_width_verdict(capsys):
+    # tanh at criticality: V/K^2 ~ (2/3) l, so the network-to-network spread of the layer variance is
+    # about sqrt(2 l / (3 n)) (Roberts, Yaida & Hanin 2021): 36% at depth 100, width 512
+    code, out, _ = run(capsys, "depth", "tanh", "--sigma-w2", "1", "--sigma-b2", "0", "--depth", "100",
+                       "--width", "512", "--json")
+    assert code == 0
+    fw = json.loads(out)["finite_width"]
+    assert fw["relative_spread_last_layer"] == pytest.approx(math.sqrt(2 * 100 / (3 * 512)), rel=0.1)
+    assert 1 <= fw["holds_to_5pct_up_to_depth"] < 10
+    code, out, _ = run(capsys, "depth", "tanh", "--sigma-w2", "1", "--sigma-b2", "0", "--depth", "100",
+                       "--width", "512")
+    assert "at width 512 and depth 100 the layer variance fluctuates" in out
+    code, out, err = run(capsys, "depth", "tanh", "--width", "0")
+    assert code == 2 and "--width" in err
