@@ -154,11 +154,11 @@ class JacobianSpectrum:
             if target >= h_edge:
                 continue
             if t is None:  # first step below the edge: t = t_edge + i sqrt(2 (h_edge - h)/h'')
-                log_prev = h_edge - 1e-8 * max(1.0, abs(h_edge))
+                log_prev = h_edge - min(h_edge - target, 1e-3)
                 t = complex(t_edge, np.sqrt(2 * (h_edge - log_prev) / d2))
                 t = self._newton(t, log_prev)
             try:
-                t = self._continue(t, log_prev, target)
+                t = self._continue(t, log_prev, target, d2)
             except ArithmeticError:
                 res[order[pos:]] = np.nan
                 warnings.warn(
@@ -199,29 +199,31 @@ class JacobianSpectrum:
                 return t
         raise ArithmeticError("Newton's method for lambda(t) = lambda did not converge")
 
-    def _continue(self, t, start, target, depth=0):
+    def _continue(self, t, start, target, curvature, depth=0):
         """Follow the root from log lambda = start to target in steps of at most _MAX_STEP.
 
-        A step whose Newton iteration fails or jumps (to another branch) is halved.
+        A step whose Newton iteration fails or jumps (to another branch) is halved.  A jump is a
+        move by more than a quarter of |t| and more than twice the square-root move that a step
+        makes next to the edge (``curvature`` is d^2 log lambda / dt^2 there).
         """
         n = max(1, int(np.ceil(abs(target - start) / _MAX_STEP)))
         for k in range(1, n + 1):
             a, b = start + (k - 1) * (target - start) / n, start + k * (target - start) / n
-            t = self._step(t, a, b, depth)
+            t = self._step(t, a, b, curvature, depth)
         return t
 
-    def _step(self, t, start, target, depth):
+    def _step(self, t, start, target, curvature, depth):
         try:
             t_new = self._newton(t, target, max_iter=12)
-            if abs(t_new - t) <= 0.25 * abs(t):
+            if abs(t_new - t) <= max(0.25 * abs(t), 2 * np.sqrt(2 * abs(target - start) / curvature)):
                 return t_new
         except ArithmeticError:
             pass
         if depth > 8:
             raise ArithmeticError("could not follow lambda(t) = lambda from the spectral edge")
         mid = 0.5 * (start + target)
-        t = self._step(t, start, mid, depth + 1)
-        return self._step(t, mid, target, depth + 1)
+        t = self._step(t, start, mid, curvature, depth + 1)
+        return self._step(t, mid, target, curvature, depth + 1)
 
 
 def _lam(w, dw, w1, t, depth, sigma_w2, weights, log=False):

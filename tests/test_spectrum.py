@@ -169,11 +169,22 @@ def test_orthogonal_atom_at_the_top_when_few_units_switch_off():
         s.density([0.5])
 
 
-def test_general_edge_search_reproduces_the_closed_form():
-    # leaky relu with slope 0 is relu, but through the numerical minimisation when forced
-    s = sp.jacobian_spectrum("relu", 10, 2.0, 0.0)
-    t = sp._edge_t(s.law, 10, 2.0, "gaussian")
-    assert t == pytest.approx(s.edge_t, rel=1e-12)
+@pytest.mark.parametrize("act, sw, sb, weights", [
+    ("relu", 2.0, 0.0, "gaussian"), ("hard_tanh", 1.2, 0.05, "gaussian"), ("relu", 2.0, 0.0, "orthogonal"),
+])
+def test_general_edge_search_reproduces_the_closed_form(act, sw, sb, weights):
+    """The numerical minimisation of lambda(t) (used for every other activation) on two-valued laws."""
+    s = sp.jacobian_spectrum(act, 10, sw, sb, weights)
+    t = sp._edge_t(s.law, 10, sw, weights)
+    assert t == pytest.approx(s.edge_t, rel=1e-10)
+
+
+def test_density_keeps_shape_and_order():
+    s = sp.jacobian_spectrum("relu", 5, 2.0, 0.0)
+    lam = np.array([[3.0, 0.5], [s.edge * 1.5, 0.01]])
+    rho = s.density(lam)
+    assert rho.shape == (2, 2) and rho[1, 0] == 0.0
+    np.testing.assert_allclose(rho.ravel(), [s.density([x])[0] for x in lam.ravel()], rtol=1e-10)
 
 
 # ----------------------------------------------------------------------------------------
