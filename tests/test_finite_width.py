@@ -427,3 +427,13 @@ def test_jacobian_recursion_against_mpmath():
     np.testing.assert_allclose(r.mean - lead, mean - lead, rtol=1e-8, atol=1e-12 * mean.max())
     np.testing.assert_allclose(r.mean, mean, rtol=1e-10)
     np.testing.assert_allclose(r.var, var, rtol=1e-10)
+
+
+def test_compare_takes_the_corrected_theory():
+    """``empirical.compare`` with the 1/n-corrected mean passes where the leading order fails (issue case)."""
+    from meanfield.empirical import compare
+
+    _, Q, _ = _sample("tanh", 1.0, 0.0, 1.0, [32] * 6, 20000, np.random.default_rng(5))
+    r = finite_width("tanh", 6, 32, 1.0, 0.0, 1.0)
+    assert compare(r.mean_q[1:], Q[:, 1:], confidence=0.999).passed
+    assert not compare(r.K[1:], Q[:, 1:], confidence=0.999).passed
