@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .activations import Activation, activation, activation_names
 from .architecture import Layer, network
 from .expectations import expectation
+from .finite_width import FiniteWidth, JacobianNorm, finite_width, jacobian_norm  # function, not the module
 from .fixed_points import ConvergenceWarning, FixedPointInfo, c_star, q_star
 from .layers import Dense
 from .maps import c_map, chi_1, chi_c, cov_map, q_map, q_map_slope
@@ -120,10 +121,6 @@ _LAZY = {
     "gradient_scales": "gradients",
     "GradientScales": "gradients",
     "lambda_G": "batchnorm",
-    "finite_width": "finite_width",
-    "FiniteWidth": "finite_width",
-    "jacobian_norm": "finite_width",
-    "JacobianNorm": "finite_width",
     "jacobian_spectrum": "spectrum",
 }
 _SUBMODULES = ("empirical", "plotting", "diagram", "dynamics", "kernels", "gp", "layers", "architecture",

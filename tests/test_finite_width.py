@@ -437,3 +437,12 @@ def test_compare_takes_the_corrected_theory():
     r = finite_width("tanh", 6, 32, 1.0, 0.0, 1.0)
     assert compare(r.mean_q[1:], Q[:, 1:], confidence=0.999).passed
     assert not compare(r.K[1:], Q[:, 1:], confidence=0.999).passed
+
+
+def test_package_name_is_the_function_even_after_importing_the_module():
+    import importlib
+
+    import meanfield as mf
+
+    importlib.import_module("meanfield.finite_width")
+    assert callable(mf.finite_width) and callable(mf.jacobian_norm)
