@@ -57,7 +57,7 @@ def density_errors(spec, floor):
     a = np.log(floor)
     u = a - a * 0.5 * (1 + x)
     keep = (u > a) & (u < 0)
-    lam = spec.edge * np.exp(u[keep])
+    lam = spec.bulk_edge * np.exp(u[keep])
     rho = spec.density(lam)
     mass, m1, m2 = -0.5 * a * (np.stack([lam, lam ** 2, lam ** 3]) * rho * wgt[keep]).sum(axis=1)
     m1 += sum(loc * m for loc, m in spec.atoms)

@@ -32,7 +32,9 @@ so that ``M(lambda(t)) = w(t)``.  From it:
   at ``p^{-L}`` when ``L (1 - p) < 1`` at criticality);
 * the density ``rho(lambda) = -Im G(lambda + i0)/pi = -Im w(t)/(pi lambda)`` where
   ``lambda(t) = lambda`` is solved for complex t (Im t > 0) by Newton's method, continued from
-  the spectral edge downwards.
+  the top of the continuous part downwards (below an orthogonal network's top atom, for
+  two-valued d, that top is the local minimum of lambda(t) at ``t = a L (1 - p)``, inside the gap
+  ``a (1 - p) < t < a`` where lambda(t) is real).
 """
 
 from __future__ import annotations
@@ -84,8 +86,13 @@ class JacobianSpectrum:
     edge : float
         The largest squared singular value (the top of the support, atoms included).
     edge_t : float
-        The t at which ``lambda(t)`` is minimal (NaN if the minimum is at ``t = max d``, where
-        orthogonal weights put an atom).
+        The t > max d at which ``lambda(t)`` is minimal (NaN if the minimum is at ``t = max d``,
+        where orthogonal weights put an atom).
+    bulk_edge, bulk_edge_t : float
+        The top of the continuous part and its t: ``edge`` and ``edge_t``, except below an
+        orthogonal network's top atom, where for two-valued d (relu, hard tanh) it is the local
+        minimum of ``lambda(t)`` at ``t = a L (1 - p)`` in the gap ``a (1 - p) < t < a`` (NaN where
+        not known: the density is then not available).
     atoms : tuple of (location, mass)
         Point masses of the spectrum of ``J J^T``.
     """
@@ -103,6 +110,8 @@ class JacobianSpectrum:
     variance: float
     edge: float
     edge_t: float
+    bulk_edge: float
+    bulk_edge_t: float
     atoms: tuple
     law: D2Law = field(repr=False)
 
@@ -128,21 +137,22 @@ class JacobianSpectrum:
         ValueError
             If some ``lam`` is not positive and finite.
         NotImplementedError
-            If ``lambda(t)`` has no interior minimum (orthogonal weights with the top atom of the
-            spectrum present): the continuation has no starting point.
+            Where the top of the continuous part is not known (:attr:`bulk_edge_t` is NaN: an
+            orthogonal network with ``L P(d < max d) = 1`` exactly, or with a top atom and a law
+            of d other than two-valued): the continuation has no starting point.
         """
         lam = np.asarray(lam, dtype=float)
         if lam.size and (not np.all(np.isfinite(lam)) or np.any(lam <= 0)):
             raise ValueError("lam must be positive and finite")
-        if not np.isfinite(self.edge_t):
+        if not np.isfinite(self.bulk_edge_t):
             raise NotImplementedError(
-                "the density is only implemented where lambda(t) has an interior minimum (not for "
-                "orthogonal weights whose spectrum has an atom at its top)")
+                "the top of the continuous part of this spectrum is not known (an orthogonal network "
+                "with an atom at the top of its spectrum and d not two-valued, or L P(d < max d) = 1)")
         out = np.zeros(lam.shape)
         flat = lam.ravel()
         order = np.argsort(-flat)
-        t_edge = self.edge_t
-        h_edge = float(np.log(self.edge))
+        t_edge = self.bulk_edge_t
+        h_edge = float(np.log(self.bulk_edge))
         # second derivative of log lambda at the edge, from its (analytic) first derivative
         eps = 1e-5 * max(abs(t_edge), 1.0)
         d2 = (self.lam_of_t(t_edge + eps)[1] - self.lam_of_t(t_edge - eps)[1]).real / (2 * eps)
@@ -296,9 +306,9 @@ def jacobian_spectrum(act: ActivationLike, depth: int, sigma_w2: float, sigma_b2
     m1 = chi ** depth
     moments = m1 ** np.arange(1, n_moments + 1) * free_power_moments(mu / mu[0] ** np.arange(1, n_moments + 1),
                                                                       depth, v_w)
-    edge, edge_t, atoms = _edge_and_atoms(law, depth, sw, weights)
+    edge, edge_t, bulk_edge, bulk_t, atoms = _edge_and_atoms(law, depth, sw, weights)
     return JacobianSpectrum(act.name, depth, sw, sb, weights, qs, float(chi), mu, moments, float(m1),
-                            float(m1 * m1 * norm_var), edge, edge_t, atoms, law)
+                            float(m1 * m1 * norm_var), edge, edge_t, bulk_edge, bulk_t, atoms, law)
 
 
 def free_power_moments(mu: ArrayLike, depth: int, v_w: float) -> np.ndarray:
@@ -363,7 +373,7 @@ def _series_power(s, power, n):
 
 
 def _edge_and_atoms(law: D2Law, depth, sw, weights):
-    """Largest squared singular value, the t of the minimum of lambda(t), and the atoms."""
+    """Largest squared singular value and its t, the top of the continuous part and its t, the atoms."""
     L = depth
     atoms = []
     if law.p_zero > 0:
@@ -388,13 +398,21 @@ def _edge_and_atoms(law: D2Law, depth, sw, weights):
             # minimum at the boundary without an atom: the limit lambda(max d +)
             d = law.dmax
             edge = float(_lam(*law.w(d * (1 + 1e-12) + 1e-300), complex(d), L, sw, weights)[0].real)
-        else:
-            edge = top_atom
-        return edge, np.nan, tuple(atoms)
+            return edge, np.nan, np.nan, np.nan, tuple(atoms)
+        edge = top_atom
+        bulk_t, bulk_edge = np.nan, np.nan
+        p = float(law.probs[-1])
+        if two_valued and L > 1 and 1 - p < L * (1 - p) < 1:
+            # below the top atom: lambda(t) is real on the gap a(1-p) < t < a, infinite at its left
+            # end, sigma_w2^L a^L at its right end, and minimal at t = a L (1 - p)
+            bulk_t = law.dmax * L * (1 - p)
+            bulk_edge = float(_lam(*law.w(bulk_t), complex(bulk_t), L, sw, weights)[0].real)
+        return edge, np.nan, bulk_edge, bulk_t, tuple(atoms)
     edge = float(_lam(*law.w(t), complex(t), L, sw, weights)[0].real)
+    bulk_edge = edge
     if top_atom is not None:
         edge = max(edge, top_atom)
-    return edge, float(t), tuple(atoms)
+    return edge, float(t), bulk_edge, float(t), tuple(atoms)
 
 
 def _two_value_edge(L, p, weights):

@@ -30,7 +30,7 @@ def density_moments(spec, lo_floor=1e-40):
     a = np.log(lo_floor)
 
     def f(u):
-        lam = spec.edge * np.exp(u)
+        lam = spec.bulk_edge * np.exp(u)
         return np.stack([lam, lam ** 2, lam ** 3]) * spec.density(lam)  # lambda rho dlog lambda
 
     tau = np.arange(-3.2, 3.2 + 1 / 64, 1 / 32)
@@ -165,8 +165,12 @@ def test_orthogonal_atom_at_the_top_when_few_units_switch_off():
     assert s.atoms[1] == pytest.approx((1.2 ** 4, 1 - 4 * (1 - p)), rel=1e-14)
     assert s.edge == 1.2 ** 4
     assert not np.isfinite(s.edge_t)
-    with pytest.raises(NotImplementedError):
-        s.density([0.5])
+    # the continuous part ends below the atom, at the local minimum t = L (1 - p) of lambda(t)
+    assert s.bulk_edge_t == pytest.approx(4 * (1 - p), rel=1e-14)
+    assert s.bulk_edge < s.edge
+    assert s.density([s.bulk_edge * 0.999])[0] > 0 and s.density([s.bulk_edge * 1.001])[0] == 0
+    with pytest.raises(NotImplementedError):  # L (1 - p) = 1 exactly: the bulk top is not known
+        sp.jacobian_spectrum("relu", 2, 2.0, 0.0, "orthogonal").density([0.5])
 
 
 @pytest.mark.parametrize("act, sw, sb, weights", [
@@ -197,6 +201,7 @@ DENSITY_CASES = [
     ("linear", 3, 1.0, 0.0, "gaussian", 1e-40),
     ("relu", 3, 2.0, 0.0, "gaussian", 1e-40),
     ("relu", 4, 2.0, 0.0, "orthogonal", 1e-40),
+    ("hard_tanh", 4, 1.2, 0.05, "orthogonal", 1e-40),  # below an atom at the top
     ("hard_tanh", 3, 1.2, 0.05, "gaussian", 1e-40),
     ("elu", 3, 1.2, 0.1, "gaussian", 1e-40),  # d: an atom at 1 (u > 0) and a continuous part
     ("tanh", 4, 1.05, 0.01, "gaussian", 1e-40),
