@@ -163,18 +163,18 @@ class JacobianSpectrum:
             target = np.log(flat[i])
             if target >= h_edge:
                 continue
-            if t is None:  # first step below the edge: t = t_edge + i sqrt(2 (h_edge - h)/h'')
-                log_prev = h_edge - min(h_edge - target, 1e-3)
-                t = complex(t_edge, np.sqrt(2 * (h_edge - log_prev) / d2))
-                t = self._newton(t, log_prev)
             try:
+                if t is None:  # first step below the edge: t = t_edge + i sqrt(2 (h_edge - h)/h'')
+                    log_prev = h_edge - min(h_edge - target, 1e-3)
+                    t = complex(t_edge, np.sqrt(2 * (h_edge - log_prev) / d2))
+                    t = self._newton(t, log_prev)
                 t = self._continue(t, log_prev, target, d2)
             except ArithmeticError:
                 res[order[pos:]] = np.nan
                 warnings.warn(
                     f"the root of lambda(t) = lambda could not be followed below lambda = {np.exp(log_prev):.6g} "
                     "(the density there is NaN); this happens where the density is negligible, in the far "
-                    "lower tail", SpectrumWarning, stacklevel=2)
+                    "lower tail, or where the continuous part carries almost no mass", SpectrumWarning, stacklevel=2)
                 break
             log_prev = target
             w = self.law.w(t)[0]
