@@ -71,6 +71,8 @@ __all__ = [
     "jacobian_norm",
     "JacobianNorm",
     "jacobian_spectrum",
+    "JacobianSpectrum",
+    "SpectrumWarning",
     "spectrum",
     "analyze",
     "MeanFieldPoint",
@@ -122,6 +124,8 @@ _LAZY = {
     "GradientScales": "gradients",
     "lambda_G": "batchnorm",
     "jacobian_spectrum": "spectrum",
+    "JacobianSpectrum": "spectrum",
+    "SpectrumWarning": "spectrum",
 }
 _SUBMODULES = ("empirical", "plotting", "diagram", "dynamics", "kernels", "gp", "layers", "architecture",
                "gradients", "batchnorm", "spectrum")
