@@ -561,7 +561,7 @@ class BatchNorm:
 
     def forward(self, q, c):
         """The fixed point ``(q*, c*)``, reached after one layer."""
-        _check_batch(c)
+        _check_batch(c, self.batch_size)
         from .batchnorm import batch_norm_fixed_point
 
         qs, cs = batch_norm_fixed_point(self.act, self.batch_size, self.sigma_w2, self.sigma_b2)
@@ -587,7 +587,7 @@ class BatchNorm:
         The last layer of a network whose output gradient is i.i.d. over the batch (``s = 0``) grows
         it by ``A`` alone.
         """
-        _check_batch(c)
+        _check_batch(c, self.batch_size)
         e, B = self._sphere(), self.batch_size
         A = ((B - 1) * float(e.dphi2) - float(e.y2dphi2)) / B
         C = -(float(e.dphi12) + float(e.ydphi12)) / B
@@ -603,10 +603,13 @@ class BatchNorm:
         return float(min(1.0, max(0.0, 1.0 - float(s.yphi) ** 2 / float(s.phi2)))) if s.phi2 > 0 else float("nan")
 
 
-def _check_batch(c):
+def _check_batch(c, B=None):
     if not float(c) < 1.0:
         raise ValueError("batch norm needs distinct batch elements (correlation c < 1): identical inputs "
                          "have zero spread over the batch and batch norm divides by it")
+    if B is not None and float(c) < -1.0 / (B - 1) - 1e-12:
+        raise ValueError(f"a batch of {B} inputs cannot have every pairwise correlation equal to {float(c):g}: "
+                         f"the smallest possible is -1/(B-1) = {-1.0 / (B - 1):.6g}")
 
 
 @dataclass(frozen=True)

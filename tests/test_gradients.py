@@ -181,6 +181,7 @@ def test_describe_and_mixed_networks():
     (lambda: gradient_scales(network("tanh", 2, sigma_w2=1.0), c0=1.5), "c0"),
     (lambda: gradient_scales(network("tanh", 2, sigma_w2=1.0, norm="batch", batch_size=3)), "batch_size > 3"),
     (lambda: gradient_scales(network("tanh", 2, sigma_w2=1.0, norm="batch", batch_size=8), c0=1.0), "c < 1"),
+    (lambda: gradient_scales(network("tanh", 2, sigma_w2=1.0, norm="batch", batch_size=8), c0=-0.5), "-1/\\(B-1\\)"),
     (lambda: mf.analyze("tanh", 1.0, 0.0, norm="layer", rho=0.5), "dropout"),
     (lambda: mf.analyze("tanh", 0.0, 0.1, norm="layer"), "sigma_w2"),
 ])
