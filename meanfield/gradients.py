@@ -24,9 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _validate, architecture
-from .layers import Residual, rule
+from .layers import Dense, Residual, rule
 
 __all__ = ["GradientScales", "gradient_scales"]
+
+#: Dense layers above this variance are followed with their q = inf limit (relative error ~ sigma_b2 / q).
+Q_LIMIT = 1e250
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,11 @@ class GradientScales:
         ``1 - E[phi'(a)]^2 q / E[phi(a)^2]``); near 0 the layer is pseudo-linear
     k2, r2 : (L,) for residual blocks, the skip-to-branch power ratio and the branch's squared
         GSC (NaN for other layers): the block's ``GSC^2 = (k2 + r2) / (k2 + 1)`` (dilution)
-    diverged_at : the first vector whose variance left float64 range (entries from there on
-        are NaN), or None
+    diverged_at : the first vector whose variance cannot be followed (entries from there on are
+        NaN), or None.  A dense layer whose variance leaves float64 range is followed with its
+        limit (``q = inf``: the correlation map and chi_1 of the asymptotic activation, the variance
+        growing by :meth:`meanfield.layers.Dense.variance_growth` per layer, GSC from log q);
+        activations growing faster than linearly, and residual blocks, stop there.
     """
 
     layers: tuple
@@ -163,6 +169,8 @@ def gradient_scales(layers, q0: float = 1.0, c0: float = 0.0) -> GradientScales:
     factor, div, nonlin, k2, r2 = (np.full(L, np.nan) for _ in range(5))
     q[0], c[0] = q0, c0
     diverged = None
+    log_q = np.full(L + 1, np.nan)
+    log_q[0] = math.log(q0)
     for k, r in enumerate(rules):  # forward: variances and correlations of the batch
         qk, ck = q[k], c[k]
         with np.errstate(over="ignore", invalid="ignore"):
@@ -171,8 +179,19 @@ def gradient_scales(layers, q0: float = 1.0, c0: float = 0.0) -> GradientScales:
             nonlin[k] = r.nonlinearity(qk, ck)
             if isinstance(r, Residual):
                 k2[k], r2[k] = r.dilution(qk)
-            q[k + 1], c[k + 1] = r.forward(qk, ck)
-        if not math.isfinite(q[k + 1]) or q[k + 1] <= 0:
+            dense = isinstance(r, Dense)
+            if dense and qk > Q_LIMIT and r.variance_growth() is not None:
+                # past float64 range soon: the limiting layer (the variance grows by a fixed factor)
+                q[k + 1], c[k + 1] = np.inf, float(r.c_map(np.inf, ck))
+            else:
+                q[k + 1], c[k + 1] = r.forward(qk, ck)
+        growth = r.variance_growth() if dense and math.isinf(q[k + 1]) else None
+        if math.isinf(q[k + 1]) and growth is not None and growth > 0:
+            # Dense.variance_growth: q'/q -> sigma_w2/rho (s+^2 + s-^2)/2 as q -> inf (exact in the limit)
+            log_q[k + 1] = log_q[k] + math.log(growth)
+        elif math.isfinite(q[k + 1]) and q[k + 1] > 0:
+            log_q[k + 1] = math.log(q[k + 1])
+        else:
             diverged = k + 1
             q[k + 1:] = np.nan
             break
@@ -185,7 +204,6 @@ def gradient_scales(layers, q0: float = 1.0, c0: float = 0.0) -> GradientScales:
             factor[k], s = rules[k].gradient_share(q[k], c[k], s)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_f = np.log(factor)
-        log_q = np.log(q)
         tail = np.concatenate([np.cumsum(log_f[::-1])[::-1], [0.0]])  # sum_{k > l} ln factor_k
         gsc = np.exp(0.5 * (tail + log_q - log_q[-1]))
         gsc_layer = np.exp(0.5 * (log_f + log_q[:-1] - log_q[1:]))

@@ -247,3 +247,18 @@ def test_batch_norm_analyze_and_phase_diagram_relu():
     assert np.isnan(pd.critical_line).all() and pd.batch_size == 16
     with pytest.raises(ValueError, match="batch_size"):
         mf.phase_diagram("relu", [1.0], [0.0], norm="batch", batch_size=3)
+
+
+def test_divergent_dense_networks_are_followed_past_float64():
+    # relu at sigma_w2 = 3: q grows by 3/2 per layer and leaves float64 by layer ~1750; relu is homogeneous,
+    # so every later layer has GSC^2 = chi_1 q_in / q_out = (3/2) / (3/2) = 1 exactly
+    short = gradient_scales(network("relu", 100, sigma_w2=3.0, sigma_b2=0.1))
+    deep = gradient_scales(network("relu", 3000, sigma_w2=3.0, sigma_b2=0.1))
+    assert deep.diverged_at is None and np.isinf(deep.q[-1])
+    assert deep.factor == pytest.approx(1.5, rel=1e-12)
+    assert deep.gsc_layer[100:] == pytest.approx(1.0, rel=1e-9)
+    assert deep.overall == pytest.approx(short.overall, rel=1e-9)
+    assert 0.999 < deep.c[-1] <= 1.0  # correlations approach 1 under the relu c-map
+    # faster than linear growth has no limit: stop and say where
+    g = gradient_scales(network("exp", 30, sigma_w2=3.0, sigma_b2=0.1))
+    assert g.diverged_at is not None and "float64" in g.summary()
