@@ -30,16 +30,8 @@ import meanfield as mf
 from meanfield import batchnorm as bn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from _timing import best  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from test_batchnorm import lam, relu_closed, scipy_reference  # noqa: E402
-
-
-def best(fn, repeat=3):
-    out, t = None, np.inf
-    for _ in range(repeat):
-        s = time.perf_counter()
-        out = fn()
-        t = min(t, time.perf_counter() - s)
-    return t, out
 
 
 def per_b_loop(act, Bs):

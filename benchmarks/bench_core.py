@@ -17,6 +17,7 @@ import time
 
 import mpmath as mp
 import numpy as np
+from _timing import best  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from scipy import special
 
 import meanfield as mf
@@ -27,16 +28,6 @@ def gauss_hermite(f, q, n):
     z, w = np.polynomial.hermite_e.hermegauss(n)
     w = w / w.sum()
     return f(np.sqrt(np.asarray(q))[..., None] * z) @ w
-
-
-def timed(fn, repeat=3):
-    best = np.inf
-    out = None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def main():
@@ -51,31 +42,28 @@ def main():
     for label, f, ref in (("erf", special.erf, erf_ref), ("tanh", np.tanh, tanh_ref)):
         F = lambda u, f=f: f(u) ** 2  # noqa: E731
         ours = expect_1d(F, 0.0, q_check)
-        t_ours, _ = timed(lambda F=F: expect_1d(F, 0.0, q_many))
+        t_ours, _ = best(lambda F=F: expect_1d(F, 0.0, q_many))
         err = np.max(np.abs(ours / ref - 1))
         print(f"   {label:5s} meanfield adaptive      err {err:.1e}   time {t_ours:.3f} s")
         for n in (64, 256):
             gh = gauss_hermite(F, q_check, n)
-            t_gh, _ = timed(lambda F=F, n=n: gauss_hermite(F, q_many, n))
+            t_gh, _ = best(lambda F=F, n=n: gauss_hermite(F, q_many, n))
             err = np.max(np.abs(gh / ref - 1))
             print(f"   {label:5s} Gauss-Hermite n={n:<4d}    err {err:.1e}   time {t_gh:.3f} s")
 
     print("2. q_star, tanh, 100 x 100 grid of sigma_w2 in [0.1, 25], sigma_b2 in [0, 4]")
     sw, sb = np.meshgrid(np.linspace(0.1, 25, 100), np.linspace(0.0, 4.0, 100))
-    t, qs = timed(lambda: mf.q_star("tanh", sw, sb), repeat=1)
+    t, qs = best(lambda: mf.q_star("tanh", sw, sb), repeat=1)
     resid = np.max(np.abs(mf.q_map(qs, "tanh", sw, sb) / np.where(qs > 0, qs, 1) - np.where(qs > 0, 1, 0)))
     print(f"   time {t:.2f} s for 10,000 points; max relative fixed-point residual {resid:.1e}")
 
     print("3. a new process: `meanfield point` (tanh), wall time, best of 3")
-    best = np.inf
-    for _ in range(3):
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "meanfield.cli", "point"], check=True, capture_output=True)
-        best = min(best, time.perf_counter() - t)
+    t_new, _ = best(lambda: subprocess.run([sys.executable, "-m", "meanfield.cli", "point"], check=True,
+                                           capture_output=True))
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import numpy, scipy.special, sympy"], check=True)
     base = time.perf_counter() - t
-    print(f"   {best:.2f} s (of which importing numpy, scipy, sympy alone: {base:.2f} s)")
+    print(f"   {t_new:.2f} s (of which importing numpy, scipy, sympy alone: {base:.2f} s)")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
 import numpy as np
+from _timing import best  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from scipy import integrate, special
 
 from meanfield.finite_width import finite_width, jacobian_norm
@@ -45,16 +45,6 @@ def naive(phi, depth, width, sw, sb, q0):
     return K, S * width, D * width
 
 
-def best(fn, repeat=3):
-    fn()
-    out, t_best = None, np.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        t_best = min(t_best, time.perf_counter() - t)
-    return t_best, out
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--depth", type=int, default=1000)
@@ -62,8 +52,9 @@ def main():
     a = ap.parse_args()
     print(f"depth {a.depth}, width {a.width}: best of 3, warm")
     for act, sw, sb in (("tanh", 1.0, 0.0), ("erf", 1.5, 0.1), ("relu", 2.0, 0.1)):
-        t_ours, r = best(lambda act=act, sw=sw, sb=sb: finite_width(act, a.depth, a.width, sw, sb, 1.0))
-        t_naive, (K, V, G1) = best(lambda act=act, sw=sw, sb=sb: naive(PHI[act], a.depth, a.width, sw, sb, 1.0), 1)
+        t_ours, r = best(lambda act=act, sw=sw, sb=sb: finite_width(act, a.depth, a.width, sw, sb, 1.0), warm=True)
+        t_naive, (K, V, G1) = best(lambda act=act, sw=sw, sb=sb: naive(PHI[act], a.depth, a.width, sw, sb, 1.0),
+                                   1, warm=True)
         dK = np.max(np.abs(r.K / K - 1))
         dV = np.max(np.abs(r.V[1:] / V[1:] - 1))
         scale = np.maximum(np.abs(G1), 1e-3 * r.K * a.width / a.depth)
@@ -71,7 +62,7 @@ def main():
         print(f"  {act:5s} sw={sw} sb={sb}: finite_width {t_ours:.3f} s   naive quad {t_naive:.2f} s"
               f"   ratio {t_naive / t_ours:.0f}x   max rel diff K {dK:.1e} V {dV:.1e} G1 {dG:.1e}")
     for act, sw, sb in (("tanh", 1.0, 0.0), ("gelu", 2.0, 0.1)):
-        t_jac, _ = best(lambda act=act, sw=sw, sb=sb: jacobian_norm(act, a.depth, a.width, sw, sb, 1.0))
+        t_jac, _ = best(lambda act=act, sw=sw, sb=sb: jacobian_norm(act, a.depth, a.width, sw, sb, 1.0), warm=True)
         print(f"  jacobian_norm {act} sw={sw} sb={sb}: {t_jac:.3f} s")
 
 

@@ -14,22 +14,13 @@ Run: ``python benchmarks/bench_spectrum.py``.  Side by side in one run:
 
 from __future__ import annotations
 
-import time
 import warnings
 
 import numpy as np
+from _timing import best  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from meanfield.quadrature import expect_1d
 from meanfield.spectrum import jacobian_spectrum
-
-
-def timed(fn, repeat=3):
-    best, out = np.inf, None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def tanh_critical(q):
@@ -77,13 +68,13 @@ def main():
     for name, sw, sb, dphi in cases:
         for weights in ("gaussian", "orthogonal"):
             jacobian_spectrum(name, 100, sw, sb, weights)
-            t_build, spec = timed(lambda: jacobian_spectrum(name, 100, sw, sb, weights))
+            t_build, spec = best(lambda: jacobian_spectrum(name, 100, sw, sb, weights))
             lam = np.geomspace(1e-6 * spec.edge, spec.edge, 200)
             spec.density(lam)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                t_dens, rho = timed(lambda: spec.density(lam))
-            t_samp, _ = timed(lambda: sample(dphi, spec.q_star, 100, sw, weights, 500, rng), repeat=1)
+                t_dens, rho = best(lambda: spec.density(lam))
+            t_samp, _ = best(lambda: sample(dphi, spec.q_star, 100, sw, weights, 500, rng), repeat=1)
             print(f"| {name} | {weights} | {t_build:.3f} s | {t_dens:.3f} s ({np.isnan(rho).sum()} NaN) | "
                   f"{t_samp:.2f} s | {spec.edge:.6g} | {spec.variance:.6g} |")
     print()
