@@ -519,6 +519,12 @@ def _cmd_gradients(args) -> int:
     return cmd_gradients(args, _dump_json, _activation)
 
 
+def _cmd_spectrum(args) -> int:
+    from ._cli_spectrum import cmd_spectrum
+
+    return cmd_spectrum(args, _dump_json, _activation)
+
+
 def _add_common(p, *, json_help="machine-readable output"):
     p.add_argument("--param", action="append", default=None, metavar="NAME=VALUE",
                    help="activation parameter, repeatable, e.g. --param alpha=0.2 for leaky_relu "
@@ -600,6 +606,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ._cli_gradients import add_parser as add_gradients
 
     add_gradients(sub, _add_common, _cmd_gradients)
+
+    from ._cli_spectrum import add_parser as add_spectrum
+
+    add_spectrum(sub, _add_common, _cmd_spectrum)
 
     a = sub.add_parser("activations", help="list the activation table",
                        description="The named activations, their formulas and parameters (set them with --param).")
