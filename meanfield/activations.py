@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import fractions
 import functools
 import math
 import numbers
@@ -395,15 +396,57 @@ def parse_expression(text: str) -> sp.Expr:
     """Parse an expression in ``x`` into sympy without evaluating any Python.
 
     Allowed: numbers, ``x``, ``pi``, ``e``, ``+ - * / **`` (``^`` is read as a power), unary
-    minus, and calls of the functions in :data:`FUNCTIONS`.
+    minus, and calls of the functions in :data:`FUNCTIONS`.  Refused with a ValueError, before any
+    symbolic work: deep nesting, division by zero, constants beyond the float range.
     """
     if len(text) > 2000:
         raise ValueError("expression is too long (more than 2000 characters)")
     try:
         tree = ast.parse(text.replace("^", "**"), mode="eval")
-    except SyntaxError as err:
-        raise ValueError(f"cannot parse expression {text!r}: {err.msg}") from None
-    return _convert(tree.body, text)
+    except (SyntaxError, RecursionError, MemoryError) as err:  # "too many nested parentheses" is a SyntaxError
+        if isinstance(err, SyntaxError) and "nested" not in str(err.msg):
+            raise ValueError(f"cannot parse expression {text!r}: {err.msg}") from None
+        tree = None
+    if tree is None or _nesting(tree.body) > _MAX_NESTING:
+        raise _bad(text, f"the expression is nested too deeply (more than {_MAX_NESTING} levels of calls, parentheses)")
+    expr = _convert(tree.body, text)
+    nodes = sp.preorder_traversal(expr)
+    for node in nodes:  # constants, and functions of constants such as exp(1000), beyond float64
+        if node.is_number:
+            nodes.skip()
+            if (abs(sp.N(node, 17)) > _FLOAT_MAX) is sp.true:
+                raise _bad(text, f"the expression overflows (the constant {sp.N(node, 3)} is beyond the float "
+                                 "range, about 1.8e308)")
+    return expr
+
+
+_MAX_NESTING = 50  # deepest nesting of calls, signs and parenthesised operations in a typed expression
+_FLOAT_MAX = float(np.finfo(float).max)
+
+
+def _bad(text: str, why: str) -> ValueError:
+    return ValueError(f"cannot use expression {text[:60]!r}{'...' if len(text) > 60 else ''} as an activation: {why}")
+
+
+def _nesting(root) -> int:
+    """Depth of an expression tree, not counting the left operand of a chain such as a + b + c + d."""
+    deepest, stack = 0, [(root, 0)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(node, ast.BinOp):
+            stack += [(node.left, level), (node.right, level + 1)]
+        else:
+            stack.extend((child, level + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
+def _literal(value: float) -> sp.Expr:
+    """A typed float: exact if a short decimal (0.1 -> 1/10), else a sympy Float (2.4020563531719796)."""
+    if not math.isfinite(value):
+        raise ValueError("the expression overflows (a number in it is beyond the float range, about 1.8e308)")
+    frac = fractions.Fraction(repr(value))  # long decimals as rationals make sympy's rewriting grow without bound
+    return sp.Rational(frac.numerator, frac.denominator) if frac.denominator <= 10**6 else sp.Float(value)
 
 
 _BINOPS = {
@@ -411,12 +454,18 @@ _BINOPS = {
     ast.Sub: lambda a, b: a - b,
     ast.Mult: lambda a, b: a * b,
     ast.Div: lambda a, b: a / b,
+    ast.Pow: lambda a, b: a ** b,
 }
 
 
 def _convert(node, text):
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-        return sp.nsimplify(node.value) if isinstance(node.value, float) else sp.Integer(node.value)
+        if isinstance(node.value, float):
+            try:
+                return _literal(node.value)
+            except ValueError as err:
+                raise _bad(text, str(err)) from None
+        return sp.Integer(node.value)
     if isinstance(node, ast.Name):
         if node.id == "x":
             return x
@@ -426,29 +475,53 @@ def _convert(node, text):
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         val = _convert(node.operand, text)
         return -val if isinstance(node.op, ast.USub) else val
-    if isinstance(node, ast.BinOp):
-        a, b = _convert(node.left, text), _convert(node.right, text)
-        if type(node.op) in _BINOPS:
-            return _BINOPS[type(node.op)](a, b)
-        if isinstance(node.op, ast.Pow):
-            if b.is_number and (not b.is_real or abs(float(b)) > 64):
-                raise ValueError(f"exponent {b} in {text!r} is too large (at most 64 in magnitude)")
-            if a.is_number and b.is_number and abs(float(a)) > 1e6:
-                raise ValueError(f"constant power {a}**{b} in {text!r} is too large")
-            return a ** b
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        chain = [node]  # a + b + c + ...: walk the left operands without recursion
+        while isinstance(chain[-1].left, ast.BinOp) and type(chain[-1].left.op) in _BINOPS:
+            chain.append(chain[-1].left)
+        a = _convert(chain[-1].left, text)
+        for link in reversed(chain):
+            a = _binop(link, a, _convert(link.right, text), text)
+        return a
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
         name = node.func.id
         if name not in FUNCTIONS:
             raise ValueError(f"function {name!r} is not allowed in {text!r}; allowed: {', '.join(sorted(FUNCTIONS))}")
         args = [_convert(arg, text) for arg in node.args]
+        n, lower = len(args), name.lower()
+        if lower == "heaviside" and not (n == 1 or (n == 2 and args[1].is_number and args[1].is_real)):
+            raise _bad(text, f"Heaviside takes one argument (and optionally a number, its value at 0), got {n}")
+        if (n == 0 if lower in ("max", "min") else n != 1 and lower != "heaviside"):
+            raise _bad(text, f"{name} takes {'at least ' if lower in ('max', 'min') else ''}one argument, got {n}")
         try:
-            return FUNCTIONS[name](*args)
+            return _finite(FUNCTIONS[name](*args), node, text)
         except TypeError as err:
             raise ValueError(f"bad arguments to {name} in {text!r}: {err}") from None
     raise ValueError(
         f"cannot use {ast.unparse(node)!r} in an activation expression {text!r}: only numbers, x, "
         "pi, e, arithmetic and whitelisted functions are allowed"
     )
+
+
+def _binop(node, a, b, text):
+    """``a op b`` for the operator of ``node``; division by zero and huge powers refused."""
+    if b.is_zero and isinstance(node.op, ast.Div):
+        raise _bad(text, f"division by zero in {ast.unparse(node)!r}")
+    if isinstance(node.op, ast.Pow):
+        if b.is_number and (not b.is_real or abs(sp.N(b)) > 64):
+            raise ValueError(f"exponent {ast.unparse(node.right)!r} in {text!r} is too large (at most 64 in magnitude)")
+        if a.is_number and b.is_number and abs(sp.N(a)) > 1e6:
+            raise ValueError(f"constant power {ast.unparse(node)!r} in {text!r} is too large")
+        if a.is_zero and b.is_negative:
+            raise _bad(text, f"division by zero in {ast.unparse(node)!r} (0 to a negative power)")
+    return _finite(_BINOPS[type(node.op)](a, b), node, text)
+
+
+def _finite(value: sp.Expr, node, text: str) -> sp.Expr:
+    """``value``, or ValueError if sympy made it infinite or undefined (log(0))."""
+    if value.has(sp.zoo, sp.oo, -sp.oo, sp.nan):
+        raise _bad(text, f"{ast.unparse(node)!r} is infinite or undefined")
+    return value
 
 
 def _rewrite_stable(expr: sp.Expr) -> sp.Expr:

@@ -1,0 +1,88 @@
+"""What a hostile but ordinary user types: clear ValueErrors (command line: exit 2, no traceback), quickly."""
+
+import time
+
+import numpy as np
+import pytest
+from scipy import special
+
+import meanfield as mf
+from meanfield.cli import main
+
+# ---------------------------------------------------------------------------------------------
+# Typed expressions the parser refuses, in words and before any symbolic work
+# ---------------------------------------------------------------------------------------------
+
+ODD_EXPRESSIONS = [
+    ("-" * 999 + "x", "nested too deeply"),
+    ("tanh(" * 200 + "x" + ")" * 200, "nested too deeply"),
+    ("(" * 300 + "x" + ")" * 300, "nested too deeply"),
+    ("1e308*x*1e308", "the expression overflows"),
+    ("exp(1000)*x", "the expression overflows"),
+    ("1e6**60*x", "the expression overflows"),
+    ("1e999*x", "the expression overflows"),
+    ("Heaviside(x, x)", "Heaviside takes one argument"),
+    ("tanh(x, x)", "tanh takes one argument"),
+    ("min()", "min takes at least one argument"),
+    ("erf(x)/0", "division by zero"),
+    ("1/(x - x)", "division by zero"),
+    ("0**-1*x", "division by zero"),
+    ("log(0)*x", "'log(0)' is infinite or undefined"),
+]
+
+
+@pytest.mark.parametrize("spec, words", ODD_EXPRESSIONS)
+def test_odd_expressions_are_refused_in_words_quickly(spec, words):
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="cannot use expression") as err:
+        mf.activation(spec)
+    assert words in str(err.value)
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize("spec, words", ODD_EXPRESSIONS[1:2] + ODD_EXPRESSIONS[3:4] + ODD_EXPRESSIONS[7:8]
+                         + ODD_EXPRESSIONS[10:11])
+def test_odd_expressions_on_the_command_line_exit_2_without_traceback(spec, words, capsys):
+    assert main(["point", spec, "--sigma-w2", "1.5", "--sigma-b2", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("meanfield: error: ") and words in err
+    assert "Traceback" not in err
+
+
+def test_long_sums_are_not_nesting():
+    assert mf.activation("+".join(["x"] * 999)).expr == 999 * mf.activations.x
+    assert mf.activation("-" * 40 + "x").expr == mf.activations.x
+
+
+def test_heaviside_takes_its_value_at_zero():
+    np.testing.assert_array_equal(mf.activation("Heaviside(x, 1)").phi(np.array([-1.0, 0.0, 2.0])), [0, 1, 1])
+
+
+def test_small_decimals_are_not_rounded_to_zero():
+    assert mf.activation("1e-300*x + x").phi(np.array([1.0]))[0] == 1.0 + 1e-300
+    assert mf.activation("1e-300*x").phi(np.array([2.0]))[0] == pytest.approx(2e-300, rel=1e-15)
+
+
+def test_typed_long_decimals_build_quickly_and_match_the_numpy_callable():
+    scale = 2.4020563531719796
+    start = time.perf_counter()
+    typed = mf.activation(f"0.5*erf(x/{scale!r})+0.5")  # a 16-digit rational made sympy hang here
+    assert time.perf_counter() - start < 5.0
+    assert typed.expr.has(mf.activations.sp.Float)
+
+    def phi(z):
+        return 0.5 * special.erf(z / scale) + 0.5
+
+    def dphi(z):
+        return np.exp(-(z / scale) ** 2) / (np.sqrt(np.pi) * scale)
+
+    z = np.linspace(-12.0, 12.0, 97)
+    np.testing.assert_allclose(typed.phi(z), phi(z), rtol=1e-15, atol=1e-16)
+    np.testing.assert_allclose(typed.dphi(z), dphi(z), rtol=1e-13, atol=1e-300)
+    numeric = mf.activation(phi, dphi)
+    assert mf.q_map(1.3, typed, 1.5, 0.1) == pytest.approx(mf.q_map(1.3, numeric, 1.5, 0.1), rel=1e-12)
+    assert mf.chi_1(typed, 1.5, 0.1) == pytest.approx(mf.chi_1(numeric, 1.5, 0.1), rel=1e-12)
+
+
+def test_short_decimals_stay_exact():
+    assert mf.activation("0.1*x").expr == mf.activations.x / 10
