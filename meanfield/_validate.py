@@ -146,7 +146,7 @@ def method(value):
 
 
 def inputs(name, X):
-    """Inputs as a finite real float array of shape (n, d_in), n, d_in > 0 (one 1-D input becomes (1, d_in))."""
+    """Inputs as a finite real float array of shape (n, d_in), n, d_in > 0; a 1-D array is refused as ambiguous."""
     if isinstance(X, (str, bytes)) or np.iscomplexobj(X):
         raise ValueError(f"{name} must be a real numeric array of shape (n, d_in), got {type(X).__name__}"
                          + (" with complex values" if np.iscomplexobj(X) else ""))
@@ -155,7 +155,9 @@ def inputs(name, X):
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a real numeric array of shape (n, d_in)") from None
     if X.ndim == 1:
-        X = X[None, :]
+        raise ValueError(f"{name} must have shape (n, d_in), one input per row, got a 1-D array of shape {X.shape}: "
+                         f"pass {name}.reshape(-1, 1) for {X.shape[0]} scalar inputs or {name}.reshape(1, -1) "
+                         f"for one input of dimension {X.shape[0]}")
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"{name} must have shape (n, d_in) with n > 0 and d_in > 0, got shape {X.shape}")
     if not np.all(np.isfinite(X)):

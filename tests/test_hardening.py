@@ -86,3 +86,26 @@ def test_typed_long_decimals_build_quickly_and_match_the_numpy_callable():
 
 def test_short_decimals_stay_exact():
     assert mf.activation("0.1*x").expr == mf.activations.x / 10
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: a 1-D X is ambiguous (n scalar inputs, or one input of dimension n)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kernel", [mf.nngp, mf.ntk])
+def test_one_dimensional_inputs_are_refused_with_the_reshape_to_use(kernel):
+    with pytest.raises(ValueError, match=r"shape \(n, d_in\)") as err:
+        kernel(np.array([1.0, 2.0, 3.0]), act="tanh", depth=2)
+    assert "reshape(-1, 1)" in str(err.value) and "reshape(1, -1)" in str(err.value)
+    K = kernel(np.array([1.0, 2.0, 3.0]).reshape(-1, 1), act="tanh", depth=2)
+    assert K.shape == (3, 3)
+
+
+def test_one_dimensional_inputs_are_refused_by_the_estimators():
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    with pytest.raises(ValueError, match=r"reshape\(-1, 1\)"):
+        mf.NNGPRegressor().fit(np.array([0.0, 1.0, 2.0]), [1.0, 2.0, 3.0])
+    reg = mf.NNGPRegressor().fit(X, [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match=r"reshape\(1, -1\)"):
+        reg.predict(np.array([1.0, 2.0]))
+
