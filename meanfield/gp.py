@@ -16,7 +16,6 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _validate
-from ._kernel_args import variance
 from .activations import ActivationLike, activation
 from .expectations import expectation
 from .kernels import KernelWarning, nngp, ntk
@@ -51,6 +50,25 @@ def _cholesky(A, jitter):
             pass
         j = max(10.0 * j, 1e-12 * scale)
     raise np.linalg.LinAlgError("kernel matrix is not positive definite even with a large diagonal regulariser")
+
+
+def _targets(y, n):
+    """Regression targets as a finite float array (n,) or (n, n_targets), or ValueError naming y."""
+    arr = np.asarray(y)
+    kind = arr.dtype.kind
+    try:
+        if kind not in "biufO":
+            raise TypeError
+        arr = arr.astype(float)
+    except (TypeError, ValueError):
+        what = {"U": "strings", "S": "bytes", "c": "complex numbers"}.get(kind, f"{arr.ravel()[:3]!r}")
+        hint = "; for class labels use NNGPClassifier" if kind in "USO" else ""
+        raise ValueError(f"y must be real numbers (regression targets), got {what}{hint}") from None
+    if arr.ndim not in (1, 2) or arr.shape[0] != n:
+        raise ValueError(f"y must have shape ({n},) or ({n}, n_targets), one row per row of X, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("y must be finite")
+    return arr
 
 
 class NNGPRegressor:
@@ -143,13 +161,9 @@ class NNGPRegressor:
         self
         """
         X = _validate.inputs("X", X)
-        y = np.asarray(y, dtype=float)
-        if y.shape[0] != X.shape[0] or y.ndim not in (1, 2):
-            raise ValueError(f"y must have shape ({X.shape[0]},) or ({X.shape[0]}, n_targets), got {y.shape}")
-        if not np.all(np.isfinite(y)):
-            raise ValueError("y must be finite")
-        noise = variance("noise", self.noise)
-        jitter = variance("jitter", self.jitter)
+        y = _targets(y, X.shape[0])
+        noise = _validate.number("noise", self.noise, low=0.0, what="a variance >= 0")
+        jitter = _validate.number("jitter", self.jitter, low=0.0, what="a regulariser >= 0")
         K = self._k(X)
         L, j = _cholesky(K + noise * np.eye(X.shape[0]), jitter)
         if j > jitter:
@@ -186,6 +200,9 @@ class NNGPRegressor:
         """
         if not hasattr(self, "alpha_"):
             raise ValueError("call fit before predict")
+        for name, flag in (("return_std", return_std), ("return_cov", return_cov)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {flag!r}")
         X = _validate.inputs("X", X)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the training data had {self.n_features_in_}")
@@ -217,8 +234,8 @@ class NNGPRegressor:
 
     def score(self, X: ArrayLike, y: ArrayLike) -> float:
         """Coefficient of determination ``R^2 = 1 - sum (y - mean)^2 / sum (y - ybar)^2`` of the posterior mean."""
-        y = np.asarray(y, dtype=float)
         pred = self.predict(X)
+        y = _targets(y, pred.shape[0])
         ss_res = np.sum((y - pred) ** 2)
         ss_tot = np.sum((y - y.mean(axis=0)) ** 2)
         return float(1.0 - ss_res / ss_tot) if ss_tot > 0 else 0.0
@@ -259,8 +276,14 @@ class NNGPClassifier(NNGPRegressor):
         y = np.asarray(y)
         if y.ndim != 1:
             raise ValueError("y must be a 1-D array of class labels")
+        if y.dtype.kind == "c":
+            raise ValueError("class labels must not be complex numbers")
         if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
             raise ValueError("class labels must not be NaN or infinite")
+        if y.size != np.shape(X)[0]:
+            raise ValueError(f"y has {y.size} labels, X has {np.shape(X)[0]} rows: give one label per row of X")
+        if any(isinstance(t, (bool, np.bool_, str, bytes)) for t in np.ravel(np.asarray(self.targets, dtype=object))):
+            raise ValueError(f"targets must be two numbers (off, on), got {self.targets!r}")
         try:
             off, on = (float(t) for t in self.targets)
         except (TypeError, ValueError):
@@ -268,7 +291,12 @@ class NNGPClassifier(NNGPRegressor):
         if not (np.isfinite(off) and np.isfinite(on) and on > off):
             raise ValueError(f"targets must be finite with on > off (Lee et al. 2018 use -0.1, 0.9), "
                              f"got {self.targets!r}")
-        self.classes_, codes = np.unique(y, return_inverse=True)
+        try:
+            self.classes_, codes = np.unique(y, return_inverse=True)
+        except TypeError:
+            raise ValueError("class labels must be of one kind (all numbers or all strings), got mixed types") from None
+        if self.classes_.size < 2:
+            raise ValueError(f"y has only one class ({self.classes_[0].item()!r}): classification needs at least two")
         Y = np.full((y.size, self.classes_.size), off)
         Y[np.arange(y.size), codes] = on
         return super().fit(X, Y)
@@ -283,4 +311,7 @@ class NNGPClassifier(NNGPRegressor):
 
     def score(self, X: ArrayLike, y: ArrayLike) -> float:
         """Accuracy: the fraction of rows of ``X`` whose predicted class is ``y``."""
-        return float(np.mean(self.predict(X) == np.asarray(y)))
+        pred, y = self.predict(X), np.asarray(y)
+        if y.shape != pred.shape:
+            raise ValueError(f"y must have one label per row of X, shape {pred.shape}, got shape {y.shape}")
+        return float(np.mean(pred == y))

@@ -109,3 +109,74 @@ def test_one_dimensional_inputs_are_refused_by_the_estimators():
     with pytest.raises(ValueError, match=r"reshape\(1, -1\)"):
         reg.predict(np.array([1.0, 2.0]))
 
+
+# ---------------------------------------------------------------------------------------------
+# NNGPRegressor / NNGPClassifier: targets, labels and secondary arguments
+# ---------------------------------------------------------------------------------------------
+
+X3 = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+
+
+@pytest.mark.parametrize("y, words", [
+    (["a", "b", "c"], "y must be real numbers (regression targets), got strings; for class labels use NNGPClassifier"),
+    (np.array([1j, 1.0, 2.0]), "y must be real numbers (regression targets), got complex numbers"),
+    ([1.0, 2.0], r"y must have shape (3,) or (3, n_targets)"),
+    (1.0, r"y must have shape (3,) or (3, n_targets)"),
+    ([1.0, np.nan, 2.0], "y must be finite"),
+])
+def test_regressor_refuses_targets_that_are_not_numbers(y, words):
+    with pytest.raises(ValueError) as err:
+        mf.NNGPRegressor().fit(X3, y)
+    assert words in str(err.value)
+
+
+def test_regressor_score_checks_y():
+    reg = mf.NNGPRegressor(noise=1e-3).fit(X3, [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="y must be real numbers"):
+        reg.score(X3, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="one row per row of X"):
+        reg.score(X3, [1.0, 2.0])
+
+
+@pytest.mark.parametrize("name", ["noise", "jitter"])
+@pytest.mark.parametrize("value", [True, [0.1], np.array([0.1]), "0.1", None, -1.0, np.nan])
+def test_regressor_refuses_odd_noise_and_jitter(name, value):
+    with pytest.raises(ValueError, match=f"^{name} must be a"):
+        mf.NNGPRegressor(**{name: value}).fit(X3, [1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("flag", ["return_std", "return_cov"])
+@pytest.mark.parametrize("value", ["yes", [1], np.nan])
+def test_predict_flags_must_be_booleans(flag, value):
+    reg = mf.NNGPRegressor(noise=1e-3).fit(X3, [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match=f"{flag} must be True or False"):
+        reg.predict(X3, **{flag: value})
+
+
+def test_classifier_takes_string_labels():
+    clf = mf.NNGPClassifier(noise=1e-3).fit(X3, ["a", "b", "c"])
+    assert list(clf.classes_) == ["a", "b", "c"]
+    assert list(clf.predict(X3)) == ["a", "b", "c"]
+    assert clf.score(X3, ["a", "b", "c"]) == 1.0
+
+
+@pytest.mark.parametrize("y, targets, words", [
+    (["a", 1, None], (-0.1, 0.9), "class labels must be of one kind"),
+    (["a", "a", "a"], (-0.1, 0.9), "y has only one class ('a')"),
+    (["a", "b"], (-0.1, 0.9), "y has 2 labels, X has 3 rows"),
+    (np.array([1j, 2.0, 3.0]), (-0.1, 0.9), "class labels must not be complex"),
+    ([0, 1, 2], (False, True), "targets must be two numbers"),
+    ([0, 1, 2], "ab", "targets must be two numbers"),
+    ([0, 1, 2], (0.0, 0.5, 1.0), "targets must be two numbers"),
+])
+def test_classifier_refuses_odd_labels_and_targets(y, targets, words):
+    with pytest.raises(ValueError) as err:
+        mf.NNGPClassifier(targets=targets).fit(X3, y)
+    assert words in str(err.value)
+
+
+def test_classifier_score_needs_one_label_per_row():
+    clf = mf.NNGPClassifier(noise=1e-3).fit(X3, [0, 1, 2])
+    with pytest.raises(ValueError, match="one label per row of X"):
+        clf.score(X3, [0, 1])
+
