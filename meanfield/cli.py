@@ -436,6 +436,8 @@ def _advice(act, point, gg, args) -> str:
 
 
 def _cmd_depth(args) -> int:
+    import warnings
+
     from . import analyze
     from ._cli_text import phase_note, reach_words
     from .dynamics import gradient_growth
@@ -446,14 +448,17 @@ def _cmd_depth(args) -> int:
     if args.depth is not None and args.depth < 1:
         raise ValueError(f"--depth must be a positive number of layers, got {args.depth}")
     act = _activation(args)
-    point = analyze(act, args.sigma_w2, args.sigma_b2, rho=args.rho)
-    td = float(point.trainable_depth)
-    depth = args.depth
-    if depth is None:
-        depth = 100 if not math.isfinite(td) else int(min(max(math.ceil(td), 1), 1000))
-    gg = gradient_growth(act, depth, args.sigma_w2, args.sigma_b2, rho=args.rho,
-                         residual=args.residual, sigma_v2=args.sigma_v2, sigma_a2=args.sigma_a2,
-                         q0=None if not (args.residual or point.phase == "divergent") else 1.0)
+    with warnings.catch_warnings():  # a diverging variance is said in words below, not as numpy's overflow
+        warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
+        warnings.filterwarnings("ignore", ".*grows faster than linearly: no limiting correlation map", RuntimeWarning)
+        point = analyze(act, args.sigma_w2, args.sigma_b2, rho=args.rho)
+        td = float(point.trainable_depth)
+        depth = args.depth
+        if depth is None:
+            depth = 100 if not math.isfinite(td) else int(min(max(math.ceil(td), 1), 1000))
+        gg = gradient_growth(act, depth, args.sigma_w2, args.sigma_b2, rho=args.rho,
+                             residual=args.residual, sigma_v2=args.sigma_v2, sigma_a2=args.sigma_a2,
+                             q0=None if not (args.residual or point.phase == "divergent") else 1.0)
     note = phase_note(act, point)
     gradient = gg.summary() + (" (residual network)" if args.residual else "")
     reach = reach_words(gg, args.factor)

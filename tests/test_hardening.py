@@ -180,3 +180,21 @@ def test_classifier_score_needs_one_label_per_row():
     with pytest.raises(ValueError, match="one label per row of X"):
         clf.score(X3, [0, 1])
 
+
+# ---------------------------------------------------------------------------------------------
+# Command line: meanfield depth
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("factor", ["-3", "0", "1", "nan", "inf"])
+def test_depth_refuses_a_factor_not_above_one_in_words(factor, capsys):
+    assert main(["depth", "tanh", f"--factor={factor}"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("meanfield: error: --factor must be a number above 1")
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_depth_of_a_divergent_exp_network_speaks_of_the_network(capsys):
+    assert main(["depth", "exp", "--sigma-w2", "3", "--sigma-b2", "0.1"]) == 0
+    captured = capsys.readouterr()
+    assert "divergent phase" in captured.out and "the variance diverges at this sigma_w2" in captured.out
+    assert "q1" not in captured.out + captured.err and "Traceback" not in captured.err
