@@ -22,6 +22,12 @@ ISOMETRY_MEAN = 2.0
 _KINDS = {"gaussian": ("gaussian",), "orthogonal": ("orthogonal",), "both": ("gaussian", "orthogonal")}
 
 
+def _edge(spec) -> float:
+    """The spectral edge, or NaN where the computed one is not a valid top of the spectrum (below the mean)."""
+    edge = float(spec.edge)
+    return edge if math.isfinite(edge) and edge >= spec.mean * (1 - 1e-9) else math.nan
+
+
 def _near_isometry(spec) -> bool:
     nv = spec.variance / spec.mean ** 2
     return bool(nv <= ISOMETRY_VARIANCE and abs(math.log(spec.mean)) <= math.log(ISOMETRY_MEAN))
@@ -31,7 +37,7 @@ def _summary(spec) -> dict:
     nv = spec.variance / spec.mean ** 2
     return {
         "q_star": spec.q_star, "chi_1": spec.chi_1, "mean": spec.mean, "variance": spec.variance,
-        "normalized_variance": nv, "edge": spec.edge, "edge_over_mean": spec.edge / spec.mean,
+        "normalized_variance": nv, "edge": _edge(spec), "edge_over_mean": _edge(spec) / spec.mean,
         "atoms": [[float(loc), float(mass)] for loc, mass in spec.atoms], "moments": spec.moments.tolist(),
         "near_isometry": _near_isometry(spec),
     }
@@ -78,13 +84,13 @@ def advice(act, depth: int, spectra: dict) -> str:
                      f"{s.mean:.3g}: gradients {way}; move to chi_1 = 1 ('meanfield critical') first.")
     if law.p_zero > 0:
         p = 1.0 - float(law.p_zero)
-        words.append(f"{act.name} cannot be isometric: phi' = 0 on a fraction {law.p_zero:.3g} of the units, so that "
-                     f"fraction of the singular values is exactly 0, and variance/mean^2 grows like L/p with Gaussian "
-                     f"and L(1-p)/p with orthogonal weights (p = {p:.3g} the fraction of active units; here "
-                     f"{depth / p:.4g} and {depth * (1 - p) / p:.4g}) whatever sigma_w2 and q*.")
-        return " ".join(words)
+        words.append(f"phi' = 0 on a fraction {law.p_zero:.3g} of the units at q* = {s.q_star:.3g}, so that "
+                     "fraction of the singular values is exactly 0.")
+        if law.discrete and np.count_nonzero(law.values) == 1:  # d is 0 or a: Pennington et al. 2017's closed forms
+            words.append(f"variance/mean^2 = L/p with Gaussian and L(1-p)/p with orthogonal weights (p = {p:.3g} "
+                         f"the fraction of active units; here {depth / p:.4g} and {depth * (1 - p) / p:.4g}).")
     if all(_near_isometry(spec) for spec in spectra.values()):
-        words.append("the spectrum stays close to isometric at this depth.")
+        words.append("The spectrum stays close to isometric at this depth.")
         return " ".join(words)
     if "gaussian" in spectra:
         orth = depth * dpart
@@ -95,7 +101,7 @@ def advice(act, depth: int, spectra: dict) -> str:
         share = f"phi'^2 adds mu_2/mu_1^2 - 1 = {dpart:.3g} per layer at q* = {s.q_star:.3g}"
         if found is None:
             words.append(f"{share}, and no smaller q* on the critical line brings depth x that below "
-                         f"{ISOMETRY_VARIANCE:g}: this activation is not isometric at depth {depth}.")
+                         f"{ISOMETRY_VARIANCE:g}: {act.name} cannot be isometric at depth {depth}.")
         else:
             q, w, b, nv = found
             words.append(f"{share}; a smaller q* on the critical line makes phi' more nearly constant: at q* = "
@@ -152,7 +158,8 @@ def cmd_spectrum(args, dump_json, activation_of) -> int:
     print("  " + " " * 24 + "".join(f"{w:>16}" for w in names))
     rows = [("mean (chi_1^L)", lambda x: f"{x.mean:.6g}"), ("variance", lambda x: f"{x.variance:.6g}"),
             ("variance / mean^2", lambda x: f"{x.variance / x.mean ** 2:.4g}"),
-            ("edge (largest lambda)", lambda x: f"{x.edge:.6g}"), ("edge / mean", lambda x: f"{x.edge / x.mean:.4g}")]
+            ("edge (largest lambda)", lambda x: f"{_edge(x):.6g}"),
+            ("edge / mean", lambda x: f"{_edge(x) / x.mean:.4g}")]
     for label, fmt in rows:
         print(f"  {label:<24}" + "".join(f"{fmt(spectra[w]):>16}" for w in names))
     for w in names:
@@ -160,10 +167,13 @@ def cmd_spectrum(args, dump_json, activation_of) -> int:
         nv = spec.variance / spec.mean ** 2
         near = _near_isometry(spec)
         verdict = "near dynamical isometry" if near else "far from dynamical isometry"
-        reason = (f"variance/mean^2 = {nv:.3g} {'<=' if nv <= ISOMETRY_VARIANCE else '>'} {ISOMETRY_VARIANCE:g}, "
-                  f"the largest lambda is {spec.edge / spec.mean:.3g} x the mean"
-                  + ("" if abs(math.log(spec.mean)) <= math.log(ISOMETRY_MEAN) else
-                     f", the mean {spec.mean:.3g} is not within x{ISOMETRY_MEAN:g} of 1"))
+        edge = _edge(spec)
+        top = (f"the largest lambda is {edge / spec.mean:.3g} x the mean" if math.isfinite(edge)
+               else "the largest lambda could not be computed")
+        off = ("" if abs(math.log(spec.mean)) <= math.log(ISOMETRY_MEAN)
+               else f", the mean {spec.mean:.3g} is not within x{ISOMETRY_MEAN:g} of 1")
+        cmp = "<=" if nv <= ISOMETRY_VARIANCE else ">"
+        reason = f"variance/mean^2 = {nv:.3g} {cmp} {ISOMETRY_VARIANCE:g}, {top}{off}"
         print(f"  {w}: {verdict} ({reason}); atoms, lambda (mass): {_atoms_text(spec)}")
     print(f"  advice: {help_text}")
     return 0

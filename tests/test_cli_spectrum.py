@@ -93,6 +93,28 @@ def test_text_suggests_smaller_q_star_and_names_relu_limits(capsys):
     assert code == 0 and "off the critical line" in out and "vanish" in out
 
 
+def test_hard_tanh_isometric_at_small_q_star(capsys):
+    # hard tanh switches off a fraction 1 - p = P(|h| > 1) of its units, p = erf(1/sqrt(2 q*)) -> 1 as q* -> 0:
+    # unlike relu it approaches isometry with orthogonal weights on the critical line at small q*
+    code, out, _ = run(capsys, "spectrum", "hard_tanh", "--depth", "32", "--sigma-w2", "1.2", "--sigma-b2", "0.05",
+                       "--json")
+    assert code == 0
+    data = json.loads(out)
+    o = data["spectra"]["orthogonal"]
+    p = 1 - o["atoms"][0][1]
+    assert o["atoms"][0][0] == 0.0 and o["normalized_variance"] == pytest.approx(32 * (1 - p) / p, rel=1e-10)
+    assert "cannot be isometric" not in data["advice"] and "smaller q* on the critical line" in data["advice"]
+
+
+def test_edge_is_never_reported_below_the_mean(capsys):
+    for act in ("selu", "tanh", "elu"):
+        code, out, _ = run(capsys, "spectrum", act, "--depth", "32", "--sigma-w2", "1.2", "--sigma-b2", "0.05",
+                           "--json")
+        assert code == 0
+        for s in json.loads(out)["spectra"].values():
+            assert s["edge"] is None or s["edge"] >= s["mean"] * (1 - 1e-9)
+
+
 def test_param_reaches_the_activation(capsys):
     # leaky relu at criticality sigma_w2 = 2/(1 + alpha^2): d = 1 or alpha^2 with mass 1/2, so
     # mu_2/mu_1^2 - 1 = ((1 - alpha^2)/(1 + alpha^2))^2 per layer, and orthogonal weights add nothing
