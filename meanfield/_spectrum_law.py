@@ -212,13 +212,17 @@ def d2_law(act: Activation, q: float) -> D2Law:
     grid_d = np.where(inside, np.asarray(dphi(grid_u), dtype=float) ** 2, np.nan)
     dmax = float(values.max()) if values.size else -np.inf
     if pieces:
-        dmax = max(dmax, _sup_d(dphi, grid_u, grid_d, act.slopes))
+        dmax = max(dmax, _sup_d(dphi, grid_u, grid_d, act.slopes, pieces))
     p_zero = float(probs[values == 0].sum()) if values.size else 0.0
     return D2Law(act, float(q), values, probs, tuple(pieces), dmax, p_zero, grid_u, grid_d)
 
 
-def _sup_d(dphi, grid_u, grid_d, slopes):
-    """Sup of phi'^2 over the continuous pieces: the grid maximum, refined, and the limits at +-inf."""
+def _sup_d(dphi, grid_u, grid_d, slopes, pieces=()):
+    """Sup of phi'^2 over the continuous pieces.
+
+    The grid maximum, refined; the one-sided limits at the pieces' finite ends (e.g. selu's
+    ``(lambda alpha)^2`` as h -> 0-); and the limits at +-inf.
+    """
     from scipy import optimize
 
     k = int(np.nanargmax(grid_d))
@@ -228,6 +232,13 @@ def _sup_d(dphi, grid_u, grid_d, slopes):
                                        bounds=(grid_u[k - 1], grid_u[k + 1]), method="bounded",
                                        options={"xatol": 1e-12})
         best = max(best, -float(res.fun))
+    ends = [x + (1e-12 * max(1.0, abs(x)) if side else -1e-12 * max(1.0, abs(x)))
+            for a, b in pieces for x, side in ((a, True), (b, False)) if np.isfinite(x)]
+    if ends:
+        with np.errstate(all="ignore"):
+            vals = np.asarray(dphi(np.array(ends, dtype=float)), dtype=float) ** 2
+        if np.isfinite(vals).any():
+            best = max(best, float(np.nanmax(vals)))
     if slopes is not None:
         best = max(best, *(float(s) ** 2 for s in slopes))
     return best

@@ -292,3 +292,23 @@ def test_bad_weights_and_no_fixed_point():
     s = sp.jacobian_spectrum("relu", 3, 1.0, 0.1)
     with pytest.raises(ValueError, match="lam"):
         s.density([-1.0])
+
+
+def test_selu_sup_of_phi_prime_squared_is_its_left_limit_at_zero():
+    # selu's phi' jumps at 0 from lambda alpha (left) to lambda (right): sup phi'^2 = (lambda alpha)^2, not attained
+    import meanfield as mf
+
+    lam_a2 = (1.0507009873554805 * 1.6732632423543772) ** 2
+    s = mf.jacobian_spectrum("selu", 4, 1.2, 0.05)
+    assert s.law.dmax == pytest.approx(lam_a2, rel=1e-9)
+    assert s.edge_t > s.law.dmax and s.edge > s.mean > 0
+    rng = np.random.default_rng(0)
+    act, n, ev = mf.activation("selu"), 500, []
+    for _ in range(3):  # sampled products: the largest value approaches the edge from below
+        J = np.eye(n)
+        for _ in range(4):
+            W = rng.normal(size=(n, n)) * np.sqrt(1.2 / n)
+            J = (act.dphi(rng.normal(size=n) * np.sqrt(s.q_star))[:, None] * W) @ J
+        ev.append(np.linalg.eigvalsh(J @ J.T))
+    top = max(e.max() for e in ev)
+    assert 0.8 * s.edge < top < 1.05 * s.edge
