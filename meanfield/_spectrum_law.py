@@ -179,10 +179,18 @@ def d2_law(act: Activation, q: float) -> D2Law:
     dphi = act.derivative(1)
     sd = np.sqrt(q)
     edges = [-np.inf, *act.kinks, np.inf]
-    if q == 0:  # h = 0: one atom at phi'(0)^2 (the mean of the one-sided values at a kink)
+    if q == 0:
+        # q* = 0 is the limit of a collapsing variance: h is tiny with either sign, so at a kink at 0
+        # phi'^2 takes its two one-sided values with probability 1/2 each (one atom if they agree)
         h = np.array([-1e-150, 1e-150]) if 0.0 in act.kinks else np.zeros(1)
-        v = float(np.mean(dphi(h) ** 2))
-        return D2Law(act, 0.0, np.array([v]), np.ones(1), (), v, float(v == 0), np.zeros(1), np.full(1, np.nan))
+        vals = np.asarray(dphi(h), dtype=float) ** 2
+        law: dict[float, float] = {}
+        for v in vals:
+            law[float(v)] = law.get(float(v), 0.0) + 1.0 / vals.size
+        values = np.array(sorted(law))
+        probs = np.array([law[v] for v in values])
+        return D2Law(act, 0.0, values, probs, (), float(values.max()), float(law.get(0.0, 0.0)), np.zeros(1),
+                     np.full(1, np.nan))
     atoms: dict[float, float] = {}
     pieces = []
     scale = sd + 1.0

@@ -312,3 +312,16 @@ def test_selu_sup_of_phi_prime_squared_is_its_left_limit_at_zero():
         ev.append(np.linalg.eigvalsh(J @ J.T))
     top = max(e.max() for e in ev)
     assert 0.8 * s.edge < top < 1.05 * s.edge
+
+
+@pytest.mark.parametrize("weights, v_w", [("gaussian", 1.0), ("orthogonal", 0.0)])
+def test_kink_at_zero_with_collapsing_variance_keeps_both_slopes(weights, v_w):
+    # leaky relu at (1.9, 0): q* = 0, but h is tiny with either sign, so phi'^2 is alpha^2 or 1 with probability 1/2
+    import meanfield as mf
+
+    a2, L = 0.01**2, 8
+    s = mf.jacobian_spectrum("leaky_relu", L, 1.9, 0.0, weights=weights)
+    mu1, mu2 = (1 + a2) / 2, (1 + a2 * a2) / 2
+    m1 = (1.9 * mu1) ** L
+    assert s.q_star == 0.0 and s.mean == pytest.approx(m1, rel=1e-12)
+    assert s.variance == pytest.approx(m1 * m1 * L * (mu2 / mu1**2 - 1 + v_w), rel=1e-12)
