@@ -11,8 +11,8 @@ __all__ = ["variance", "check"]
 
 
 def variance(name: str, value) -> float:
-    """A single finite number >= 0."""
-    return _validate.scalar(name, _validate.nonnegative(name, value))
+    """A single finite number >= 0 (not a bool)."""
+    return _validate.number(name, value, low=0.0, what="a finite variance >= 0")
 
 
 def check(X1, X2, act, depth, sigma_w2, sigma_b2, method, memory_limit, n_arrays: int):

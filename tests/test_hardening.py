@@ -198,3 +198,11 @@ def test_depth_of_a_divergent_exp_network_speaks_of_the_network(capsys):
     captured = capsys.readouterr()
     assert "divergent phase" in captured.out and "the variance diverges at this sigma_w2" in captured.out
     assert "q1" not in captured.out + captured.err and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("bad", [True, [1.0], "2", float("nan"), -1.0])
+def test_kernel_variances_are_single_numbers(bad):
+    import meanfield as mf
+
+    with pytest.raises(ValueError, match="sigma_w2"):
+        mf.nngp(np.eye(2), act="relu", depth=1, sigma_w2=bad)
