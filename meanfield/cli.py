@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
+import warnings
 
 __all__ = ["main"]
 
@@ -47,13 +49,23 @@ def _activation(args):
     return activation(args.activation, **parse_params(getattr(args, "param", None)))
 
 
+@contextlib.contextmanager
+def _quiet_divergence():
+    """A diverging variance is said in words by the command, not as numpy's overflow warnings."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
+        warnings.filterwarnings("ignore", ".*grows faster than linearly: no limiting correlation map", RuntimeWarning)
+        yield
+
+
 def _cmd_point(args) -> int:
     from . import analyze
     from ._cli_text import phase_note
 
     act = _activation(args)
     norm = None if args.norm == "none" else args.norm
-    point = analyze(act, args.sigma_w2, args.sigma_b2, rho=args.rho, norm=norm, batch_size=args.batch_size)
+    with _quiet_divergence():
+        point = analyze(act, args.sigma_w2, args.sigma_b2, rho=args.rho, norm=norm, batch_size=args.batch_size)
     data = point.as_dict()
     note = phase_note(act, point) if norm is None else _norm_note(norm)
     if args.json:
@@ -436,8 +448,6 @@ def _advice(act, point, gg, args) -> str:
 
 
 def _cmd_depth(args) -> int:
-    import warnings
-
     from . import analyze
     from ._cli_text import phase_note, reach_words
     from .dynamics import gradient_growth
@@ -448,9 +458,7 @@ def _cmd_depth(args) -> int:
     if args.depth is not None and args.depth < 1:
         raise ValueError(f"--depth must be a positive number of layers, got {args.depth}")
     act = _activation(args)
-    with warnings.catch_warnings():  # a diverging variance is said in words below, not as numpy's overflow
-        warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
-        warnings.filterwarnings("ignore", ".*grows faster than linearly: no limiting correlation map", RuntimeWarning)
+    with _quiet_divergence():
         point = analyze(act, args.sigma_w2, args.sigma_b2, rho=args.rho)
         td = float(point.trainable_depth)
         depth = args.depth

@@ -206,3 +206,10 @@ def test_kernel_variances_are_single_numbers(bad):
 
     with pytest.raises(ValueError, match="sigma_w2"):
         mf.nngp(np.eye(2), act="relu", depth=1, sigma_w2=bad)
+
+
+def test_point_of_a_divergent_exp_network_speaks_without_numpy_warnings(capsys):
+    code = main(["point", "exp", "--sigma-w2", "3", "--sigma-b2", "0.1"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "divergent" in out and "grows without bound" in out
+    assert "RuntimeWarning" not in err and "overflow" not in err
