@@ -76,7 +76,7 @@ from . import _validate
 from .activations import Activation, activation, x
 from .quadrature import QuadratureWarning
 
-__all__ = ["SphereExpectations", "sphere_expectations", "lambda_G", "batch_norm_fixed_point"]
+__all__ = ["SphereExpectations", "sphere_expectations", "lambda_G", "backward_coefficients", "batch_norm_fixed_point"]
 
 _X, _W = np.polynomial.legendre.leggauss(16)
 _X_GRADED, _DX_GRADED = 0.5 * (3.0 * _X - _X**3), 1.5 * (1.0 - _X**2)  # both ends approached quadratically
@@ -557,8 +557,39 @@ def lambda_G(act, B, method: str = "auto"):
     v = _fields(act, Bs, method, derivs=True)
     b = Bs.ravel().astype(float)
     _nondegenerate(act, v["half_sq_diff"], v["phi2"], b)
-    num = (b - 1.0) * v["dphi2"] + v["dphi12"] - v["y2dphi2"] + v["ydphi12"]
-    return _validate.finish(num / ((b - 3.0) * v["half_sq_diff"]), Bs.shape)
+    A, C = _coefficients(v, b)
+    return _validate.finish(b * (A - C) / ((b - 3.0) * v["half_sq_diff"]), Bs.shape)
+
+
+def _coefficients(v, b):
+    """``(A, C)`` of :func:`backward_coefficients` from the sphere fields ``v``."""
+    return ((b - 1.0) * v["dphi2"] - v["y2dphi2"]) / b, -(v["dphi12"] + v["ydphi12"]) / b
+
+
+def backward_coefficients(act, B, method: str = "auto"):
+    r"""``(A, C)``: how one batch-norm layer acts on the batch covariance of the gradient.
+
+    Backpropagation through ``h' = W phi(BN(h)) + b`` is ``dE/dh = (sqrt(B)/||Gh||) P_y D W^T dE/dh'``
+    with ``P_y = G - y y^T / B`` and ``D = diag(phi'(y))``.  For a per-unit gradient covariance of
+    trace ``tr`` and off-diagonal sum ``offsum`` (the only parts that matter, by permutation
+    symmetry), the new trace is ``B sigma_w2 / (q (1 - c) (B - 3)) (A tr + C offsum)``, with
+
+    .. math::
+
+        A = E[\phi'(y_1)^2 (P_y)_{11}] = ((B - 1) E[\phi'(y_1)^2] - E[y_1^2 \phi'(y_1)^2]) / B, \qquad
+        C = E[\phi'(y_1)\phi'(y_2) (P_y)_{12}] = -(E[\phi'(y_1)\phi'(y_2)] + E[y_1\phi'(y_1) y_2\phi'(y_2)]) / B,
+
+    and the result lies in the hyperplane orthogonal to the ones vector (``offsum = -tr``), where
+    the factor at the fixed point is ``lambda_G = B (A - C) / ((B - 3) m)`` (:func:`lambda_G`;
+    Yang et al. 2019).  Same arguments as :func:`lambda_G`; returns two floats or arrays shaped like B.
+    """
+    act = activation(act)
+    Bs = _batch_sizes(B, 4, "the batch-norm gradient theory needs B > 3: E[1/chi^2_{B-1}] diverges for B <= 3")
+    _validate.method(method)
+    act.derivative(1)
+    v = _fields(act, Bs, method, derivs=True)
+    A, C = _coefficients(v, Bs.ravel().astype(float))
+    return _validate.finish(A, Bs.shape), _validate.finish(C, Bs.shape)
 
 
 def _nondegenerate(act, spread, phi2, b):

@@ -11,8 +11,8 @@ the core :func:`meanfield.expectations.expectation`; fast paths pass their table
 
 :class:`LayerNorm`, :class:`BatchNorm` and :class:`Residual` are the other layer types of
 :mod:`meanfield.architecture` (:func:`rule` maps a plain-data layer to its rule); every type
-answers ``forward(q, c)``, ``gradient(q, c)``, ``argument(q, c)`` and ``nonlinearity(q, c)`` for
-a batch of per-unit variance q and pairwise correlation c, which is all
+answers ``forward(q, c)``, ``gradient(q, c)``, ``gradient_share(q, c, s)``, ``argument(q, c)`` and
+``nonlinearity(q, c)`` for a batch of per-unit variance q and pairwise correlation c, which is all
 :func:`meanfield.gradients.gradient_scales` needs to follow signals and gradients through a
 network of mixed layers.
 
@@ -440,12 +440,14 @@ def _flat(*arrays):
 
 # ---- the other layer types (meanfield.architecture), for signals and gradients layer by layer ----
 #
-# Every layer type answers four questions about a batch whose vectors have per-unit variance q
+# Every layer type answers five questions about a batch whose vectors have per-unit variance q
 # and pairwise correlation c (the vector the layer reads: h, or x for residual blocks):
 #   forward(q, c)     -> (q', c') of the vector it writes,
 #   gradient(q, c)    -> the factor of E||dE/d(input)||^2 / E||dE/d(output)||^2 (equal widths),
+#   gradient_share(q, c, s) -> that factor and the new off-diagonal share s of the gradient's batch
+#                        covariance, for a gradient with share s (only batch norm's factor depends on s),
 #   argument(q, c)    -> (variance, correlation) of what enters phi,
-#   nonlinearity(q, c)-> the fraction of phi's output power no linear map of its argument explains.
+#   nonlinearity(q, c) -> the fraction of phi's output power no linear map of its argument explains.
 # The other layer types reuse Dense where their rule is Dense's at another variance.
 
 def _nonlinear_fraction(act: Activation, q):
@@ -568,29 +570,25 @@ class BatchNorm:
         return float(qs), float(cs)
 
     def gradient(self, q, c):
-        """``lambda_G sigma_w2 m / (q (1 - c))`` (``lambda_G`` at the fixed point)."""
-        _check_batch(c)
-        from .batchnorm import lambda_G
+        """The factor for a gradient in the hyperplane orthogonal to 1: ``lambda_G sigma_w2 m / (q (1 - c))``.
 
-        s = self._sphere()
-        m = float(s.half_sq_diff)
-        return float(lambda_G(self.act, self.batch_size)) * self.sigma_w2 * m / (float(q) * (1.0 - float(c)))
+        ``lambda_G`` at the fixed point (``q (1 - c) = sigma_w2 m``, ``m = E[phi(y1)^2] - E[phi(y1) phi(y2)]``).
+        """
+        return self.gradient_share(q, c, -1.0)[0]
 
     def gradient_share(self, q, c, s):
         """``(factor, -1)`` for a gradient whose batch covariance has off-diagonal share ``s``.
 
-        ``dE/dh = (sqrt(B)/||Gh||) P_y D W^T dE/dh'`` with ``P_y = G - y y^T / B``: the trace of the
-        new covariance is ``B sigma_w2 / (q (1 - c) (B - 3)) (A tr + C offsum)`` with
-        ``A = E[phi'(y1)^2 P_11] = ((B-1) E[phi'^2] - E[y1^2 phi'^2]) / B`` and
-        ``C = E[phi'(y1) phi'(y2) P_12] = -(E[phi'1 phi'2] + E[y1 phi'1 y2 phi'2]) / B``; the result
-        lies in the hyperplane (``s' = -1``), where the factor is :func:`meanfield.batchnorm.lambda_G`.
-        The last layer of a network whose output gradient is i.i.d. over the batch (``s = 0``) grows
-        it by ``A`` alone.
+        ``B sigma_w2 (A + C s) / (q (1 - c) (B - 3))`` with ``(A, C)`` of
+        :func:`meanfield.batchnorm.backward_coefficients`; the result lies in the hyperplane
+        (``s' = -1``), where the factor is ``lambda_G`` at the fixed point.  The last layer of a
+        network whose output gradient is i.i.d. over the batch (``s = 0``) grows it by ``A`` alone.
         """
         _check_batch(c, self.batch_size)
-        e, B = self._sphere(), self.batch_size
-        A = ((B - 1) * float(e.dphi2) - float(e.y2dphi2)) / B
-        C = -(float(e.dphi12) + float(e.ydphi12)) / B
+        from .batchnorm import backward_coefficients
+
+        A, C = (float(v) for v in backward_coefficients(self.act, self.batch_size))
+        B = self.batch_size
         return B * self.sigma_w2 * (A + C * s) / (float(q) * (1.0 - float(c)) * (B - 3)), -1.0
 
     def argument(self, q, c):

@@ -15,7 +15,7 @@ import pytest
 from scipy import integrate, special
 
 import meanfield as mf
-from meanfield.batchnorm import batch_norm_fixed_point, lambda_G, sphere_expectations
+from meanfield.batchnorm import backward_coefficients, batch_norm_fixed_point, lambda_G, sphere_expectations
 
 SELU_L, SELU_A = 1.0507009873554805, 1.6732632423543772
 # phi, phi', kinks, written by hand
@@ -375,3 +375,12 @@ def test_sampled_networks_grow_gradients_at_lambda_G(name, B):
     growth, se = network_growth(name, B, width=800, depth=40, seeds=3)
     theory = lambda_G(name, B)
     assert abs(math.log(growth / theory)) < 4 * se + 0.01, (growth, theory, se)
+
+
+def test_backward_coefficients_linear_closed_form_and_lambda_G():
+    # linear phi: A = (B-2)/B, C = -(1 - 1/(B-1))/B = -(B-2)/(B(B-1)); lambda_G = B (A - C)/((B-3) m), m = B/(B-1)
+    B = np.array([4, 8, 100])
+    A, C = backward_coefficients("linear", B)
+    assert A == pytest.approx((B - 2) / B, rel=1e-12)
+    assert C == pytest.approx(-(B - 2) / (B * (B - 1.0)), rel=1e-12)
+    assert B * (A - C) / ((B - 3) * B / (B - 1.0)) == pytest.approx((B - 2) / (B - 3.0), rel=1e-12)
