@@ -14,6 +14,8 @@ Run: ``python benchmarks/bench_spectrum.py``.  Side by side in one run:
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -22,23 +24,14 @@ from _timing import best  # noqa: E402  (benchmarks/ is on sys.path when run as 
 from meanfield.quadrature import expect_1d
 from meanfield.spectrum import jacobian_spectrum
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from test_spectrum import sample_jacobian_eigs as sample  # noqa: E402  (the tests' sampler)
+
 
 def tanh_critical(q):
     """(sigma_w2, sigma_b2) on tanh's critical line at q*."""
     sw = 1.0 / expect_1d(lambda u: 1 / np.cosh(u) ** 4, 0.0, q)[()]
     return sw, q - sw * expect_1d(lambda u: np.tanh(u) ** 2, 0.0, q)[()]
-
-
-def sample(dphi, q, depth, sw, weights, n, rng):
-    J = np.eye(n)
-    for _ in range(depth):
-        if weights == "gaussian":
-            W = rng.normal(0.0, np.sqrt(sw / n), (n, n))
-        else:
-            Q, R = np.linalg.qr(rng.normal(size=(n, n)))
-            W = np.sqrt(sw) * Q * np.sign(np.diag(R))
-        J = dphi(rng.normal(0.0, np.sqrt(q), n))[:, None] * (W @ J)
-    return np.linalg.eigvalsh(J @ J.T)
 
 
 def density_errors(spec, floor):
