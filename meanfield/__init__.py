@@ -74,6 +74,7 @@ __all__ = [
     "JacobianSpectrum",
     "SpectrumWarning",
     "spectrum",
+    "runner",
     "analyze",
     "MeanFieldPoint",
     "ConvergenceWarning",
@@ -128,7 +129,7 @@ _LAZY = {
     "SpectrumWarning": "spectrum",
 }
 _SUBMODULES = ("empirical", "plotting", "diagram", "dynamics", "kernels", "gp", "layers", "architecture",
-               "gradients", "batchnorm", "spectrum")
+               "gradients", "batchnorm", "spectrum", "runner")
 
 
 def __getattr__(name):
