@@ -11,6 +11,7 @@ from .activations import Activation, activation, activation_names
 from .architecture import Layer, network
 from .expectations import expectation
 from .finite_width import FiniteWidth, JacobianNorm, finite_width, jacobian_norm  # function, not the module
+from .finite_width_pair import FiniteWidthPair, finite_width_pair  # function, not the module
 from .fixed_points import ConvergenceWarning, FixedPointInfo, c_star, q_star
 from .layers import Dense
 from .maps import c_map, chi_1, chi_c, cov_map, q_map, q_map_slope
@@ -70,6 +71,8 @@ __all__ = [
     "FiniteWidth",
     "jacobian_norm",
     "JacobianNorm",
+    "finite_width_pair",
+    "FiniteWidthPair",
     "jacobian_spectrum",
     "JacobianSpectrum",
     "SpectrumWarning",

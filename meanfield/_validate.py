@@ -164,3 +164,17 @@ def inputs(name, X):
         i, j = np.argwhere(~np.isfinite(X))[0]
         raise ValueError(f"{name} must be finite: {name}[{i}, {j}] = {X[i, j]}")
     return X
+
+
+def layer_widths(depth: int, width, widths) -> np.ndarray:
+    """``N_0..N_{L-1}`` from ``width`` or ``widths``, or ValueError naming the bad argument."""
+    if (width is None) == (widths is None):
+        raise ValueError("give width (one width for every layer) or widths (one per layer), not both or neither")
+    if widths is None:
+        return np.full(depth, positive_int("width", width), dtype=np.int64)
+    if isinstance(widths, (str, bytes)) or np.ndim(widths) != 1:
+        raise ValueError(f"widths must be a sequence of positive integers, got {widths!r}")
+    out = np.array([positive_int(f"widths[{i}]", w) for i, w in enumerate(widths)], dtype=np.int64)
+    if out.size != depth:
+        raise ValueError(f"widths has {out.size} entries but depth is {depth}: give one width per layer")
+    return out

@@ -210,7 +210,7 @@ def finite_width(act, depth: int, width: int | None = None, sigma_w2: float = 1.
     """
     act = activation(act)
     depth = _validate.positive_int("depth", depth)
-    Ns = _widths(depth, width, widths)
+    Ns = _validate.layer_widths(depth, width, widths)
     sw = _validate.number("sigma_w2", sigma_w2, low=0.0, low_open=True, what="a positive number")
     sb = _validate.number("sigma_b2", sigma_b2, low=0.0, what="a non-negative number")
     q0 = _validate.number("q0", q0, low=0.0, low_open=True, what="a positive number")
@@ -392,20 +392,6 @@ def _dphi_moments(act: Activation, q, power: int) -> np.ndarray:
     dphi = act.dphi
     return quadrature.expect_1d(lambda u: dphi(u) ** power, 0.0, np.asarray(q, dtype=float), act.kinks,
                                 power * act.exp_rate)
-
-
-def _widths(depth: int, width, widths) -> np.ndarray:
-    """``N_0..N_{L-1}`` from ``width`` or ``widths``, or ValueError naming the bad argument."""
-    if (width is None) == (widths is None):
-        raise ValueError("give width (one width for every layer) or widths (one per layer), not both or neither")
-    if widths is None:
-        return np.full(depth, _validate.positive_int("width", width), dtype=np.int64)
-    if isinstance(widths, (str, bytes)) or np.ndim(widths) != 1:
-        raise ValueError(f"widths must be a sequence of positive integers, got {widths!r}")
-    out = np.array([_validate.positive_int(f"widths[{i}]", w) for i, w in enumerate(widths)], dtype=np.int64)
-    if out.size != depth:
-        raise ValueError(f"widths has {out.size} entries but depth is {depth}: give one width per layer")
-    return out
 
 
 def _scale_invariant(act: Activation) -> bool:
