@@ -75,6 +75,8 @@ __all__ = [
     "FiniteWidthPair",
     "jacobian_spectrum",
     "JacobianSpectrum",
+    "jacobian_moments",
+    "JacobianMoments",
     "SpectrumWarning",
     "spectrum",
     "runner",
@@ -130,6 +132,8 @@ _LAZY = {
     "jacobian_spectrum": "spectrum",
     "JacobianSpectrum": "spectrum",
     "SpectrumWarning": "spectrum",
+    "jacobian_moments": "spectrum",
+    "JacobianMoments": "spectrum",
 }
 _SUBMODULES = ("empirical", "plotting", "diagram", "dynamics", "kernels", "gp", "layers", "architecture",
                "gradients", "batchnorm", "spectrum", "runner")

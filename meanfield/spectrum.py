@@ -49,8 +49,10 @@ from . import _validate
 from ._spectrum_law import D2Law, d2_law
 from .activations import ActivationLike, activation
 from .fixed_points import q_star as _q_star_of
+from .layers import Dense
 
-__all__ = ["JacobianSpectrum", "SpectrumWarning", "jacobian_spectrum", "free_power_moments", "WEIGHTS"]
+__all__ = ["JacobianSpectrum", "JacobianMoments", "SpectrumWarning", "jacobian_spectrum", "jacobian_moments",
+           "free_power_moments", "free_product_moments", "WEIGHTS"]
 
 #: The weight ensembles: Gaussian (Ginibre) and scaled Haar orthogonal.
 WEIGHTS = ("gaussian", "orthogonal")
@@ -322,18 +324,135 @@ def free_power_moments(mu: ArrayLike, depth: int, v_w: float) -> np.ndarray:
 
     Returns the (K,) moments ``m_k``; ``m_1 = 1`` and ``m_2 = 1 + L (mu_2 - 1 + v_w)``.
     """
-    mu = np.asarray(mu, dtype=float)
-    K = mu.size
-    m = np.concatenate([[0.0], mu])
-    u = _revert(m)  # u(z), z = M(u)
-    s = np.convolve(np.concatenate([u[1:], [0.0]]), [1.0, 1.0])[:K + 1]  # (1 + z) u(z) / z
+    return free_product_moments([(np.asarray(mu, dtype=float), depth)], v_w)
+
+
+def free_product_moments(layers, v_w: float) -> np.ndarray:
+    """Moments of ``D_1^2 W_1 W_1^T ⊠ ... ⊠ D_L^2 W_L W_L^T`` with a law of ``d`` per layer.
+
+    ``layers`` is a sequence of ``(mu, repeat)``: the unit-mean moments ``E[d^k]`` (k = 1..K) of
+    a layer's ``D^2`` and how many consecutive layers share them.  The S-transforms multiply
+    (asymptotic freeness; Pennington et al. 2018, eq. 10): ``S_J = prod_l S_{D_l^2} S_W``, then
+    ``J J^T``'s moments follow by series reversion as in :func:`free_power_moments`.
+    """
+    layers = [(np.asarray(mu, dtype=float), int(r)) for mu, r in layers]
+    K = layers[0][0].size
+    total = np.zeros(K + 1)
+    total[0] = 1.0
+    depth = 0
+    for mu, repeat in layers:
+        u = _revert(np.concatenate([[0.0], mu]))  # u(z), z = M(u)
+        s = np.convolve(np.concatenate([u[1:], [0.0]]), [1.0, 1.0])[:K + 1]  # (1 + z) u(z) / z
+        s = s / s[0]
+        total = np.convolve(total, _series_power(s, repeat, K + 1))[:K + 1]
+        depth += repeat
     if v_w:
-        s = np.convolve(s, (-1.0) ** np.arange(K + 1))[:K + 1]  # times 1/(1 + z)
-    s = s / s[0]
-    power = _series_power(s, depth, K + 1)
+        total = np.convolve(total, _series_power((-1.0) ** np.arange(K + 1), depth, K + 1))[:K + 1]  # / (1 + z)^L
     # u_J(z) = z S_J(z) / (1 + z)
-    uj = np.concatenate([[0.0], np.convolve(power, (-1.0) ** np.arange(K + 1))[:K]])
+    uj = np.concatenate([[0.0], np.convolve(total, (-1.0) ** np.arange(K + 1))[:K]])
     return _revert(uj)[1:]
+
+
+@dataclass(frozen=True)
+class JacobianMoments:
+    """Moments of ``J J^T`` with every layer at its own variance, from the input on (infinite width).
+
+    Attributes
+    ----------
+    activation : str
+    depth : int
+    sigma_w2, sigma_b2 : float
+    weights : {"gaussian", "orthogonal"}
+    q : (L,) array
+        The variance of each layer's pre-activations, ``q^0 = q0``, ``q^{l+1} = q_map(q^l)``.
+    chi_1 : (L,) array
+        ``sigma_w2 E[phi'(h^l)^2]`` per layer.
+    moments : (K,) array
+        ``m_k = E[lambda^k]`` of the squared singular values.
+    mean, variance : float
+        ``m_1 = prod_l chi_1^l`` and ``m_1^2 sum_l (mu_2^l / (mu_1^l)^2 - 1 + v_W)``.
+    """
+
+    activation: str
+    depth: int
+    sigma_w2: float
+    sigma_b2: float
+    weights: str
+    q: np.ndarray
+    chi_1: np.ndarray
+    moments: np.ndarray
+    mean: float
+    variance: float
+
+
+def jacobian_moments(act: ActivationLike, depth: int, sigma_w2: float, sigma_b2: float, q0: float | None = None,
+                     weights: str = "gaussian", n_moments: int = 4) -> JacobianMoments:
+    """Moments of the squared singular values of ``J = D^{L-1} W^{L-1} ... D^0 W^0``, layer by layer.
+
+    As :func:`jacobian_spectrum`, but the pre-activations of layer ``l`` have the variance ``q^l``
+    that the variance map gives from the input's ``q^0 = q0`` (default: ``q*``, where this is
+    :func:`jacobian_spectrum`'s moments), not the fixed point: the spectrum of a network whose
+    input is not yet at ``q*`` (Pennington, Schoenholz & Ganguli 2018, eq. 10 with a law of
+    ``D_l^2`` per layer).  Each layer's ``D_l^2`` law enters through its moments
+    ``mu_k^l = E[phi'(h)^{2k}]``, ``h ~ N(0, q^l)``; the S-transforms multiply.  Only the moments
+    are given here: the edge and the density need each layer's moment generating function
+    inverted at every point.
+
+    Parameters
+    ----------
+    act, depth, sigma_w2, sigma_b2, weights, n_moments
+        As in :func:`jacobian_spectrum`.
+    q0 : float, optional
+        Variance of the first layer's pre-activations (> 0), ``sigma_w2 |x|^2 / d_in + sigma_b2``.
+
+    Returns
+    -------
+    JacobianMoments
+    """
+    depth = _validate.positive_int("depth", depth)
+    if not isinstance(weights, str) or weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    n_moments = _validate.positive_int("n_moments", n_moments)
+    if n_moments < 2:
+        raise ValueError(f"n_moments must be at least 2, got {n_moments}")
+    sw = _validate.number("sigma_w2", sigma_w2, low=0.0, low_open=True, what="a positive variance")
+    sb = _validate.number("sigma_b2", sigma_b2, low=0.0, what="a non-negative variance")
+    act = activation(act)
+    act.derivative(1)
+    if q0 is None:
+        q0 = float(_q_star_of(act, sw, sb))
+        if not np.isfinite(q0):
+            raise ValueError(f"the variance map of {act.name} at sigma_w2={sw}, sigma_b2={sb} has no finite fixed "
+                             "point (q* = inf): give q0")
+    q0 = _validate.number("q0", q0, low=0.0, what="a non-negative variance")
+    layer = Dense(act, sw, sb)
+    q = np.empty(depth)
+    q[0] = q0
+    for l in range(1, depth):
+        if l > 1 and q[l - 1] == q[l - 2]:  # a fixed point in float64: every later layer is the same
+            q[l:] = q[l - 1]
+            break
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging variance is reported below
+            q[l] = float(layer.q_map(q[l - 1]))
+        if not np.isfinite(q[l]):
+            raise ValueError(f"the variance diverges at layer {l} ({act.name}, sigma_w2={sw}, sigma_b2={sb}, "
+                             f"q0={q0}): no Jacobian spectrum")
+    groups = []  # (q, repeat) of consecutive equal variances
+    for ql in q:
+        if groups and groups[-1][0] == ql:
+            groups[-1][1] += 1
+        else:
+            groups.append([ql, 1])
+    mus = [d2_law(act, float(ql)).moments(n_moments) for ql, _ in groups]
+    if any(mu[0] <= 0 for mu in mus):
+        raise ValueError(f"phi'(h) = 0 almost surely at some layer ({act.name}): the Jacobian is zero")
+    v_w = 1.0 if weights == "gaussian" else 0.0
+    ks = np.arange(1, n_moments + 1)
+    chi = np.concatenate([np.full(r, sw * mu[0]) for mu, (_, r) in zip(mus, groups)])
+    m1 = float(np.prod(chi))
+    norm = free_product_moments([(mu / mu[0] ** ks, r) for mu, (_, r) in zip(mus, groups)], v_w)
+    var = m1 * m1 * sum(r * (mu[1] / mu[0] ** 2 - 1.0 + v_w) for mu, (_, r) in zip(mus, groups))
+    return JacobianMoments(act.name, depth, sw, sb, weights, q, chi, m1 ** ks * norm, m1, float(var))
 
 
 def _revert(a):
