@@ -93,6 +93,7 @@ class FiniteWidth:
     moment_ratio : ``E[h^4] / (3 E[h^2]^2) = E[G^2] / E[G]^2 = 1 + V^l / (N_{l-1} (K^l)^2)`` for
         one unit ``h`` of layer ``l`` (over networks)
     kurtosis_excess : ``E[h^4] / E[h^2]^2 - 3 = 3 (moment_ratio - 1)``
+    rho : dropout keep probability (1: none)
 
     Where the variance collapses (``K^l <= Q_TINY = 1e-100``, bias-free ordered phase) the 1/n
     terms are not computed: ``G1``, ``mean_q`` and what depends on them are NaN from the layer after
@@ -115,6 +116,7 @@ class FiniteWidth:
     std_q: np.ndarray
     moment_ratio: np.ndarray
     kurtosis_excess: np.ndarray
+    rho: float = 1.0
 
     @property
     def depth(self) -> int:
@@ -178,7 +180,7 @@ def phi2_fourth_derivative(act, q, rtol: float | None = None) -> np.ndarray:
 
 
 def finite_width(act, depth: int, width: int | None = None, sigma_w2: float = 1.0, sigma_b2: float = 0.0,
-                 q0: float = 1.0, *, widths=None) -> FiniteWidth:
+                 q0: float = 1.0, *, widths=None, rho: float = 1.0) -> FiniteWidth:
     """Kernel, four-point vertex and 1/n mean correction of one input through a finite network.
 
     ``K^{l+1} = sigma_b2 + sigma_w2 <phi^2>_{K^l}``,
@@ -189,6 +191,14 @@ def finite_width(act, depth: int, width: int | None = None, sigma_w2: float = 1.
     ``E[q^l] = K^l + G1^l/N_{l-1}``, ``Var[q^l] = V^l/N_{l-1} + 2 (K^l)^2/N_l`` and
     ``E[h^4]/(3 E[h^2]^2) = 1 + V^l/(N_{l-1} (K^l)^2)``, exact products for bias-free
     scale-invariant phi (Hanin 2018).  See the module docstring.
+
+    With dropout (keep probability ``rho``, masks ``m_j ~ Bernoulli(rho)`` scaled by ``1/rho`` on
+    ``phi(h^{l-1})``, one draw per unit and network, as in :mod:`meanfield.empirical`) a unit adds
+    ``m_j phi_j^2 / rho^2`` to the layer variance: its mean is ``<phi^2>/rho`` (the q-map's
+    ``sigma_w2/rho``) and its variance ``<phi^4>/rho^3 - <phi^2>^2/rho^2``, so
+    ``V^{l+1} = sigma_w2^2 (<phi^4>/rho^3 - <phi^2>^2/rho^2) + (N_l/N_{l-1}) chi_par^2 V^l`` with
+    ``chi_par = sigma_w2/rho <phi'^2 + phi phi''>`` and ``sigma_w2/(8 rho)`` in ``G1``; for the
+    exact scale-invariant products ``v = <phi^4>/(rho <phi^2>^2) - 1``.
 
     Parameters
     ----------
@@ -203,6 +213,8 @@ def finite_width(act, depth: int, width: int | None = None, sigma_w2: float = 1.
         Variance of the first pre-activation, ``sigma_w2 |x|^2 / d_in + sigma_b2`` (> 0).
     widths : sequence of int, optional
         ``N_0..N_{L-1}``, one per layer.
+    rho : float
+        Dropout keep probability in (0, 1] (default 1: no dropout).
 
     Returns
     -------
@@ -214,7 +226,8 @@ def finite_width(act, depth: int, width: int | None = None, sigma_w2: float = 1.
     sw = _validate.number("sigma_w2", sigma_w2, low=0.0, low_open=True, what="a positive number")
     sb = _validate.number("sigma_b2", sigma_b2, low=0.0, what="a non-negative number")
     q0 = _validate.number("q0", q0, low=0.0, low_open=True, what="a positive number")
-    layer = Dense(act, sw, sb)
+    rho = _validate.number("rho", rho, low=0.0, low_open=True, high=1.0, what="a keep probability in (0, 1]")
+    layer = Dense(act, sw, sb, rho)
 
     K = np.empty(depth)
     K[0] = q0
@@ -239,13 +252,13 @@ def finite_width(act, depth: int, width: int | None = None, sigma_w2: float = 1.
     S = np.zeros(depth)
     D = np.zeros(depth)
     for l in range(depth - 1):
-        S[l + 1] = sw * sw * (p4[l] - p2[l] ** 2) / Ns[l] + chi[l] ** 2 * S[l]
-        D[l + 1] = chi[l] * D[l] + sw / 8.0 * d4[l] * S[l]
+        S[l + 1] = sw * sw * (p4[l] / rho ** 3 - p2[l] ** 2 / rho ** 2) / Ns[l] + chi[l] ** 2 * S[l]
+        D[l + 1] = chi[l] * D[l] + sw / (8.0 * rho) * d4[l] * S[l]
     fan_in = np.concatenate([[Ns[0]], Ns[:-1]]).astype(float)  # N_{l-1}; layer 0 has V = G1 = 0
     V, G1 = S * fan_in, D * fan_in
 
     if exact:  # G^{l+1} = G^l X_l: E[G] = K, E[G^2] / K^2 = prod (1 + v / N_k)
-        v = (p4[0] - p2[0] ** 2) / p2[0] ** 2 if depth > 1 else 0.0
+        v = p4[0] / (rho * p2[0] ** 2) - 1.0 if depth > 1 else 0.0
         ratio = np.concatenate([[1.0], np.cumprod(1.0 + v / Ns[:-1])])
         mean_q = K.copy()
         var_G = K ** 2 * (ratio - 1.0)
@@ -258,7 +271,7 @@ def finite_width(act, depth: int, width: int | None = None, sigma_w2: float = 1.
         var_q = S + 2.0 * K ** 2 / Ns
     return FiniteWidth(act=act, sigma_w2=sw, sigma_b2=sb, q0=q0, widths=Ns, K=K, V=V, G1=G1, chi_par=chi,
                        exact=bool(exact), var_G=var_G, mean_q=mean_q, var_q=var_q, std_q=np.sqrt(var_q),
-                       moment_ratio=ratio, kurtosis_excess=3.0 * (ratio - 1.0))
+                       moment_ratio=ratio, kurtosis_excess=3.0 * (ratio - 1.0), rho=rho)
 
 
 @dataclass(frozen=True)
