@@ -5,8 +5,9 @@ mean-field covariance of two inputs' pre-activations.  At width ``n`` a network'
 kernel ``K^l_ab = (1/N_l) sum_i h^l_i(x_a) h^l_i(x_b)`` fluctuates around it by ``O(1/sqrt(n))``
 and its mean moves by ``O(1/n)``.  This module carries the single-input recursions of
 :mod:`meanfield.finite_width` (Roberts, Yaida & Hanin 2021, "The Principles of Deep Learning
-Theory" (PDLT), §4.3 (the four-point vertex with several inputs, eq. 4.90 ff.) and §4.5 (the
-subleading kernel correction G^{1}_{a1 a2})) to a pair of inputs.
+Theory" (PDLT), §4.3 (the four-point vertex with several inputs) and §4.5 (the subleading
+kernel correction G^{1}_{a1 a2})) to a pair of inputs, by the same expansion of the conditional
+mean and covariance of the next layer's kernel to first order in 1/n.
 
 Conventions are those of :mod:`meanfield.finite_width` (our layer ``l`` is the book's ``l + 1``,
 ``C_W = sigma_w2``, ``C_b = sigma_b2``).  Write a layer's random covariance of the pair as the
