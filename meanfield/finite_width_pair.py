@@ -77,6 +77,10 @@ class FiniteWidthPair:
     Where a variance collapses (``<= Q_TINY``) or the pair becomes identical (``|c| = 1`` in
     float64, where the covariance map has no two-sided differences) the 1/n terms are NaN from
     there on.
+
+    Cost: about 45 bivariate expectations per layer (all layers in one batch): milliseconds per
+    layer where the covariance map has a closed form (relu family, erf), tens of milliseconds
+    per layer by quadrature (tanh: about 4 s for 20 layers).
     """
 
     act: Activation
@@ -153,26 +157,32 @@ def finite_width_pair(act, depth: int, width: int | None = None, sigma_w2: float
             raise ValueError(f"the kernel leaves float64 range at layer {l} (sigma_w2={sw}): "
                              "no finite-width theory there")
 
+    # every expectation the recursions need depends on K alone: all layers at once, then the algebra
+    src = K[:-1]
+    live = (np.minimum(src[:, 0], src[:, 2]) > Q_TINY) & (np.abs(src[:, 1]) < np.sqrt(src[:, 0] * src[:, 2]))
+    n_live = int(np.argmin(live)) if not live.all() else live.size  # the 1/n terms stop at the first dead layer
     S = np.zeros((depth, 3, 3))
     D = np.zeros((depth, 3))
     err = np.zeros(depth)
-    for l in range(depth - 1):
-        k = K[l]
-        if min(k[0], k[2]) <= Q_TINY or abs(k[1]) >= np.sqrt(k[0] * k[2]):
-            S[l + 1:], D[l + 1:], err[l + 1:] = np.nan, np.nan, np.nan
-            break
-        J = sw * _jacobian(E, k)
-        S[l + 1] = sw * sw * _four_point(act, E, k) / Ns[l] + J @ S[l] @ J.T
-        curv, curv_err = _curvature(act, E, k, S[l])
-        D[l + 1] = J @ D[l] + 0.5 * sw * curv
-        err[l + 1] = abs(J[1, 1]) * err[l] + 0.5 * sw * curv_err
+    if n_live:
+        k = src[:n_live]
+        J = sw * _jacobians(E, k)
+        Sf = _four_point(act, E, k)
+        H, H_err = _hessians(E, k)
+        d4 = np.stack([phi2_fourth_derivative(act, k[:, 0]), phi2_fourth_derivative(act, k[:, 2])], axis=1)
+        for l in range(n_live):
+            S[l + 1] = sw * sw * Sf[l] / Ns[l] + J[l] @ S[l] @ J[l].T
+            curv = np.array([0.25 * d4[l, 0] * S[l, 0, 0], np.sum(H[l] * S[l]), 0.25 * d4[l, 1] * S[l, 2, 2]])
+            D[l + 1] = J[l] @ D[l] + 0.5 * sw * curv
+            err[l + 1] = abs(J[l, 1, 1]) * err[l] + 0.5 * sw * np.sum(H_err[l] * np.abs(S[l]))
+    S[n_live + 1:], D[n_live + 1:], err[n_live + 1:] = np.nan, np.nan, np.nan
 
     fan_in = np.concatenate([[Ns[0]], Ns[:-1]]).astype(float)
     V = S * fan_in[:, None, None]
     G1 = D * fan_in[:, None]
     mean_kernel = K + D
     cov_kernel = S + _gaussian_cov(K) / Ns[:, None, None]
-    c = K[:, 1] / np.sqrt(K[:, 0] * K[:, 2])
+    c = np.clip(K[:, 1] / np.sqrt(K[:, 0] * K[:, 2]), -1.0, 1.0)
     mean_c, std_c = _correlation(K, D, cov_kernel)
     return FiniteWidthPair(act=act, sigma_w2=sw, sigma_b2=sb, widths=Ns, K=K, V=V, G1=G1, G1_error=err * fan_in,
                            mean_kernel=mean_kernel, cov_kernel=cov_kernel,
@@ -183,94 +193,120 @@ def finite_width_pair(act, depth: int, width: int | None = None, sigma_w2: float
 def _means(E, g):
     """``M(g) = (<phi_1^2>, <phi_1 phi_2>, <phi_2^2>)`` for rows ``g = (G_11, G_12, G_22)``."""
     g = np.asarray(g, dtype=float)
-    c = g[:, 1] / np.sqrt(g[:, 0] * g[:, 2])
+    c = np.clip(g[:, 1] / np.sqrt(g[:, 0] * g[:, 2]), -1.0, 1.0)  # rounding may put |c| a hair above 1
     return np.stack([E("phi2", g[:, 0]), E("cov", g[:, 0], g[:, 2], c=c), E("phi2", g[:, 2])], axis=1)
 
 
 def _span(k, v):
-    """Largest ``t`` with ``k + s v`` a covariance (positive definite) for every ``|s| <= t``."""
+    """Largest ``t`` with ``k + s v`` a covariance (positive definite) for every ``|s| <= t``, per row."""
     a, b, d = v
-    # det(k + s v) = (k0 + s a)(k2 + s d) - (k1 + s b)^2 = A s^2 + B s + C, C > 0
-    A, B, C = a * d - b * b, k[0] * d + k[2] * a - 2 * k[1] * b, k[0] * k[2] - k[1] ** 2
-    roots = [r.real for r in np.roots([A, B, C]) if abs(r.imag) <= 1e-12 * abs(r)] if (A or B) else []
-    limits = [abs(r) for r in roots]
-    for kk, vv in ((k[0], a), (k[2], d)):
+    A = a * d - b * b
+    B = k[:, 0] * d + k[:, 2] * a - 2 * k[:, 1] * b
+    C = k[:, 0] * k[:, 2] - k[:, 1] ** 2  # > 0: det(k + s v) = A s^2 + B s + C
+    out = np.full(k.shape[0], np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if A != 0:
+            disc = B * B - 4 * A * C
+            real = disc >= 0
+            r = np.sqrt(np.where(real, disc, 0.0))
+            smallest = np.minimum(np.abs((-B + r) / (2 * A)), np.abs((-B - r) / (2 * A)))
+            out = np.where(real, np.minimum(out, smallest), out)
+        else:
+            out = np.where(B != 0, np.minimum(out, np.abs(C / np.where(B != 0, B, 1.0))), out)
+    for col, vv in ((0, a), (2, d)):
         if vv != 0:
-            limits.append(kk / abs(vv))
-    return min(limits) if limits else np.inf
+            out = np.minimum(out, k[:, col] / abs(vv))
+    return out
 
 
-def _second_difference(E, k, v, h):
-    """``d^2 M / dt^2 (k + t v)`` at ``t = 0`` and an error bound: Richardson over steps h, h/2, h/4.
+def _steps(k, v):
+    """Difference steps along direction ``v`` for every row of ``k``: small, and inside the covariances."""
+    return np.minimum(_STEP * np.maximum(k[:, 0], k[:, 2]) / np.linalg.norm(v), 0.5 * _span(k, v))
 
-    The extrapolated values at (h, h/2) and (h/2, h/4) are both fourth order; the finer is
-    returned and their difference bounds its error.
+
+def _jacobians(E, k):
+    """``dM/dg`` per row of ``k``: exact diagonal slopes and Price's ``<phi'_1 phi'_2>``, differences for the rest.
+
+    ``d<phi_1 phi_2>/dG_11`` and ``/dG_22`` (at fixed ``G_12``) are fourth-order central differences.
     """
-    ts = np.array([h, h / 2, h / 4])
-    pts = np.concatenate([[k], k + ts[:, None] * v, k - ts[:, None] * v])
-    m = _means(E, pts)
-    d = [(m[1 + i] - 2 * m[0] + m[4 + i]) / t ** 2 for i, t in enumerate(ts)]
-    coarse, fine = (4 * d[1] - d[0]) / 3, (4 * d[2] - d[1]) / 3
-    return fine, np.abs(fine - coarse)
-
-
-def _step(k, v):
-    return min(_STEP * max(k[0], k[2]) / np.linalg.norm(v), 0.5 * _span(k, v))
-
-
-def _jacobian(E, k):
-    """``dM/dg`` at ``k``: exact diagonal slopes and Price's ``<phi'_1 phi'_2>``, differences for the rest."""
-    J = np.zeros((3, 3))
-    c = k[1] / np.sqrt(k[0] * k[2])
-    J[0, 0] = float(E("slope", np.array([k[0]]))[0])
-    J[2, 2] = float(E("slope", np.array([k[2]]))[0])
-    J[1, 1] = float(E("dcov", np.array([k[0]]), np.array([k[2]]), c=np.array([c]))[0])
-    for col in (0, 2):  # d<phi_1 phi_2>/dG_11 and /dG_22 at fixed G_12: fourth-order central differences
+    n = k.shape[0]
+    J = np.zeros((n, 3, 3))
+    c = np.clip(k[:, 1] / np.sqrt(k[:, 0] * k[:, 2]), -1.0, 1.0)
+    J[:, 0, 0] = E("slope", k[:, 0])
+    J[:, 2, 2] = E("slope", k[:, 2])
+    J[:, 1, 1] = E("dcov", k[:, 0], k[:, 2], c=c)
+    cols = (0, 2)
+    pts, hs = [], []
+    for col in cols:
         v = np.zeros(3)
         v[col] = 1.0
-        h = _step(k, v)
-        m = _means(E, np.array([k + t * v for t in (-h, -h / 2, h / 2, h)]))[:, 1]
-        J[1, col] = (8 * (m[2] - m[1]) - (m[3] - m[0])) / (6 * h)
+        h = _steps(k, v)
+        hs.append(h)
+        pts.extend(k + t[:, None] * v for t in (-h, -h / 2, h / 2, h))
+    m = _means(E, np.concatenate(pts))[:, 1].reshape(len(cols), 4, n)
+    for i, col in enumerate(cols):
+        J[:, 1, col] = (8 * (m[i, 2] - m[i, 1]) - (m[i, 3] - m[i, 0])) / (6 * hs[i])
     return J
 
 
-def _curvature(act, E, k, S):
-    """``sum_pq d^2 M / dg_p dg_q S_pq`` (exact for the diagonal entries) and the error bound of its middle entry."""
-    out = np.zeros(3)
-    out[0] = 0.25 * float(phi2_fourth_derivative(act, np.array([k[0]]))[0]) * S[0, 0]
-    out[2] = 0.25 * float(phi2_fourth_derivative(act, np.array([k[2]]))[0]) * S[2, 2]
-    lam, vecs = np.linalg.eigh(S)
-    err = 0.0
-    scale = max(abs(lam).max(), 0.0)
-    for lam_i, v in zip(lam, vecs.T):
-        if abs(lam_i) <= 1e-14 * scale or scale == 0.0:
-            continue
-        d2, e2 = _second_difference(E, k, v, _step(k, v))
-        out[1] += lam_i * d2[1]
-        err += abs(lam_i) * e2[1]
-    return out, err
+#: Directions whose second differences give the Hessian of <phi_1 phi_2>: e_i, then e_i + e_j.
+_DIRECTIONS = (np.eye(3)[0], np.eye(3)[1], np.eye(3)[2],
+               np.array([1.0, 1.0, 0.0]), np.array([1.0, 0.0, 1.0]), np.array([0.0, 1.0, 1.0]))
+
+
+def _hessians(E, k):
+    """Hessian of ``<phi_1 phi_2>`` in ``g`` per row of ``k`` and an entrywise error bound.
+
+    Second differences along each direction v at steps h, h/2, h/4, extrapolated (Richardson) at
+    (h, h/2) and (h/2, h/4): the finer value is used and their difference bounds its error.
+    ``v^T H v`` along ``e_i + e_j`` gives the mixed entries.
+    """
+    n = k.shape[0]
+    pts, hs = [k], []
+    for v in _DIRECTIONS:
+        h = _steps(k, v)
+        hs.append(h)
+        for t in (h, h / 2, h / 4):
+            pts.append(k + t[:, None] * v)
+            pts.append(k - t[:, None] * v)
+    m = _means(E, np.concatenate(pts))[:, 1]
+    m0, rest = m[:n], m[n:].reshape(len(_DIRECTIONS), 3, 2, n)
+    quad, quad_err = np.empty((len(_DIRECTIONS), n)), np.empty((len(_DIRECTIONS), n))
+    for i, h in enumerate(hs):
+        d = [(rest[i, j, 0] - 2 * m0 + rest[i, j, 1]) / (h / 2 ** j) ** 2 for j in range(3)]
+        coarse, fine = (4 * d[1] - d[0]) / 3, (4 * d[2] - d[1]) / 3
+        quad[i], quad_err[i] = fine, np.abs(fine - coarse)
+    H = np.empty((n, 3, 3))
+    H_err = np.empty((n, 3, 3))
+    for i in range(3):
+        H[:, i, i], H_err[:, i, i] = quad[i], quad_err[i]
+    for idx, (i, j) in enumerate(((0, 1), (0, 2), (1, 2)), start=3):
+        H[:, i, j] = H[:, j, i] = 0.5 * (quad[idx] - quad[i] - quad[j])
+        H_err[:, i, j] = H_err[:, j, i] = 0.5 * (quad_err[idx] + quad_err[i] + quad_err[j])
+    return H, H_err
 
 
 def _four_point(act: Activation, E, k):
-    """``Sigma_f = Cov[f]``, ``f = (phi_1^2, phi_1 phi_2, phi_2^2)``, under ``N(0, k)``."""
+    """``Sigma_f = Cov[f]``, ``f = (phi_1^2, phi_1 phi_2, phi_2^2)``, under ``N(0, k)``, per row of ``k``."""
     phi = act.phi
-    c = k[1] / np.sqrt(k[0] * k[2])
+    c = np.clip(k[:, 1] / np.sqrt(k[:, 0] * k[:, 2]), -1.0, 1.0)
     rate, tol = 4 * act.exp_rate, quadrature.RTOL
-    m = _means(E, k[None, :])[0]
-    p4 = phi4_expectation(act, np.array([k[0], k[2]]))
+    m = _means(E, k)
+    p4_1, p4_2 = phi4_expectation(act, k[:, 0]), phi4_expectation(act, k[:, 2])
 
     def mixed(a, b):
-        return float(quadrature.expect_2d(lambda u1, u2: phi(u1) ** a * phi(u2) ** b, k[0], k[2], corr=c,
-                                          kinks1=act.kinks, kinks2=act.kinks, exp_rate=rate, rtol=tol))
+        return np.asarray(quadrature.expect_2d(lambda u1, u2: phi(u1) ** a * phi(u2) ** b, k[:, 0], k[:, 2], corr=c,
+                                               kinks1=act.kinks, kinks2=act.kinks, exp_rate=rate, rtol=tol),
+                          dtype=float).reshape(-1)
 
     m31, m22, m13 = mixed(3, 1), mixed(2, 2), mixed(1, 3)
-    out = np.empty((3, 3))
-    out[0, 0] = p4[0] - m[0] ** 2
-    out[0, 1] = out[1, 0] = m31 - m[0] * m[1]
-    out[0, 2] = out[2, 0] = m22 - m[0] * m[2]
-    out[1, 1] = m22 - m[1] ** 2
-    out[1, 2] = out[2, 1] = m13 - m[1] * m[2]
-    out[2, 2] = p4[1] - m[2] ** 2
+    out = np.empty((k.shape[0], 3, 3))
+    out[:, 0, 0] = p4_1 - m[:, 0] ** 2
+    out[:, 0, 1] = out[:, 1, 0] = m31 - m[:, 0] * m[:, 1]
+    out[:, 0, 2] = out[:, 2, 0] = m22 - m[:, 0] * m[:, 2]
+    out[:, 1, 1] = m22 - m[:, 1] ** 2
+    out[:, 1, 2] = out[:, 2, 1] = m13 - m[:, 1] * m[:, 2]
+    out[:, 2, 2] = p4_2 - m[:, 2] ** 2
     return out
 
 
