@@ -349,7 +349,7 @@ class NNGPRegressor:
 
         if self.L_ is None:  # CG: V^T V = Ks A^{-1} Ks^T with W = A^{-1} Ks^T solved column by column
             W, _ = _cg_solve(self._cg[0], np.ascontiguousarray(Ks.T), *self._cg[1:])
-            quad, VtV = np.einsum("ij,ji->j", Ks, W), (lambda: Ks @ W)
+            quad, VtV = np.einsum("ji,ij->j", Ks, W), (lambda: Ks @ W)
         else:
             V = solve_triangular(self.L_, Ks.T, lower=True)
             quad, VtV = np.einsum("ij,ij->j", V, V), (lambda: V.T @ V)
