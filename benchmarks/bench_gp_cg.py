@@ -4,7 +4,8 @@ Run ``python benchmarks/bench_gp_cg.py``.  Inputs: scikit-learn's 8x8 digits (17
 beyond that as many again per pass made from them by a one-pixel shift and pixel noise (so that
 n = 10,000 is still digits-like), scaled to a common norm.  Kernel: the relu NNGP at depth 5
 (sigma_w2 = 2, sigma_b2 = 0.05); target: one class against the rest (0.9 / -0.1), one right-hand
-side (CG's cost grows with the number of right-hand sides, Cholesky's hardly); noise variance 1e-3.  Times are for the solve and the mean at 1000 test points, the kernels
+side (CG's cost grows with the number of right-hand sides, Cholesky's hardly); noise variance
+1e-3.  Times are for the solve and the mean at 1000 test points, the kernels
 given (``meanfield.gp.predict_from_kernel``); CG to a relative residual of 1e-8, both in the
 same run, best of ``REPEAT``.  The error column is the largest difference of the CG mean from
 the Cholesky mean, relative to its largest entry.
@@ -67,7 +68,6 @@ def main():
             if err is None:
                 err = np.max(np.abs(mean - ref)) / np.max(np.abs(ref))
         print(f"| {n} | {t_chol:.2f} s | {cells[0]} | {cells[1]} | {err:.1e} |", flush=True)
-        del K, Kt
 
 
 if __name__ == "__main__":
