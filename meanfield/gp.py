@@ -107,6 +107,8 @@ def predict_from_kernel(K_train, y: ArrayLike, K_test_train, *, noise: float = 0
     vectors, its diagonal and a few of its rows: a kernel stored as a dask array or in a zarr store
     (as written by ``meanfield kernel ... --out K.zarr``) is read block by block and never held
     whole, and its products run on the Dask cluster of the active ``dask.distributed.Client``.
+    A dask array is used as given: persist it (``client.persist(K)``) or store it in zarr first,
+    or every iteration computes it again.
     The iteration stops when every column's relative residual ``||y - A alpha|| / ||y||`` is below
     ``tol`` (checked on the true residual); if it is not reached in ``max_iter`` iterations, an
     error says so (no unconverged answer is returned).
