@@ -127,6 +127,17 @@ def test_unreachable_scheduler_is_a_clear_error(monkeypatch):
         mf.phase_diagram("tanh", [1.0, 2.0], [0.0, 0.5], client="tcp://127.0.0.1:9")
 
 
+def test_command_line_phase_with_an_unreachable_scheduler_writes_nothing(monkeypatch, tmp_path, capsys):
+    from meanfield.cli import main
+
+    monkeypatch.setattr(runner, "CONNECT_TIMEOUT", 2.0)
+    out = tmp_path / "ph.npz"
+    code = main(["phase", "tanh", "--sigma-w2", "1:2:3", "--sigma-b2", "0:0.5:2", "--no-figure",
+                 "--output", str(out), "--scheduler", "tcp://127.0.0.1:9"])
+    assert code == 2 and "could not reach the Dask scheduler" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 # ----------------------------------------------------------------------------------------
 # GP prediction by conjugate gradients, on kernels in memory, in dask arrays and in zarr stores
 # ----------------------------------------------------------------------------------------
