@@ -85,6 +85,7 @@ __all__ = [
     "ConvergenceWarning",
     "QuadratureWarning",
     "phase_diagram",
+    "phase_diagrams",
     "PhaseDiagram",
     "load_phase_diagram",
     "GridTooLargeError",
@@ -111,6 +112,7 @@ __all__ = [
 # process that only needs the maps answers quickly.
 _LAZY = {
     "phase_diagram": "diagram",
+    "phase_diagrams": "diagram",
     "PhaseDiagram": "diagram",
     "load_phase_diagram": "diagram",
     "GridTooLargeError": "diagram",

@@ -68,7 +68,8 @@ class Table1D:
         q = np.exp(t)
         for i, kind in enumerate(_KINDS1):
             vals = expectation(self.act, kind, q).reshape(patches.size, _CHEB_N)
-            coef = vals @ _CHEB_M.T
+            # patch by patch: a patch's coefficients do not depend on which others are built with it
+            coef = np.array([v @ _CHEB_M.T for v in vals])
             self.coef[i, patches] = coef
             scale = np.max(np.abs(coef), axis=1)
             tail = np.max(np.abs(coef[:, -4:]), axis=1)

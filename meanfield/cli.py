@@ -296,7 +296,8 @@ def _cmd_phase(args) -> int:
     for p in (data_path, fig_path):
         if p is not None:
             _check_writable(p)
-    pd = phase_diagram(act, sw, sb, rho=args.rho, progress=_ProgressBar(f"{act.name} phase diagram"))
+    pd = phase_diagram(act, sw, sb, rho=args.rho, progress=_ProgressBar(f"{act.name} phase diagram"),
+                       client=args.scheduler)
     pd.save(data_path)
     if fig_path is not None:
         import matplotlib
@@ -579,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--sigma-b2", default="0:2:200", metavar="GRID",
                     help="bias-variance grid: START:STOP:N or a comma list (default 0:2:200)")
     ph.add_argument("--rho", type=float, default=1.0, help="dropout keep probability (default 1)")
+    ph.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): rows computed on its cluster")
     ph.add_argument("--output", default=None, metavar="PREFIX[.png|.pdf|.svg]",
                     help="write PREFIX.npz and the figure PREFIX.png; a name ending in .pdf or .svg (vector) "
                          "or .png picks the figure type (default: <activation>_phase)")

@@ -65,6 +65,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _diagram_norm as norm_fields
+from . import _sweeps as sweeps
 from . import _validate
 from ._diagram_engine import Engine, engine
 from ._io import atomic_write
@@ -74,7 +75,8 @@ from .fixed_points import solve_c_star
 from .layers import Dense
 from .phase import PHASES, analyze, fields_at
 
-__all__ = ["phase_diagram", "PhaseDiagram", "load_phase_diagram", "GridTooLargeError", "PHASES", "required_memory"]
+__all__ = ["phase_diagram", "phase_diagrams", "PhaseDiagram", "load_phase_diagram", "GridTooLargeError", "PHASES",
+           "required_memory"]
 
 _FIELDS = ("q_star", "c_star", "chi_1", "chi_c", "q_slope", "xi_q", "xi_c", "trainable_depth",
            "gradient_factor")
@@ -429,7 +431,7 @@ def phase_diagram(act: ActivationLike = "tanh", sigma_w2: ArrayLike | None = Non
                   rho: float = 1.0, *,
                   progress: Callable[[int, int], None] | None = None,
                   memory_limit: float | None = None, norm: str | None = None,
-                  batch_size: int | None = None) -> PhaseDiagram:
+                  batch_size: int | None = None, client=None, workers: int | None = None) -> PhaseDiagram:
     """Every mean-field field on a (sigma_w2, sigma_b2) grid (Schoenholz et al. 2017, Fig. 1).
 
     For each grid point: ``q*`` solves ``q = sigma_w2/rho E[phi(sqrt(q) z)^2] + sigma_b2``
@@ -462,6 +464,14 @@ def phase_diagram(act: ActivationLike = "tanh", sigma_w2: ArrayLike | None = Non
         ``chi_1 = lambda_G(phi, B)`` everywhere (Yang et al. 2019) and no critical line.
     batch_size : int
         Batch size B > 3 for ``norm="batch"``.
+    client : dask.distributed.Client or str, optional
+        Compute blocks of rows (``sigma_b2`` values) on this Dask cluster (a client or a scheduler
+        address).  Every row is independent, so the result is the one-process diagram: bit for bit
+        but for ``c*`` and ``chi_c`` (and the depth scales from them) at chaotic points, whose
+        Mehler sums are matrix products that may round differently for another batch of points
+        (differences ~1e-14).
+    workers : int, optional
+        Without ``client``: local processes for the row blocks (default 1, this process).
 
     Returns
     -------
@@ -492,6 +502,9 @@ def phase_diagram(act: ActivationLike = "tanh", sigma_w2: ArrayLike | None = Non
         analyze(act, 1.0, 0.0, norm=norm, batch_size=batch_size, rho=rho)  # validates the architecture
         if np.any(sw <= 0):
             raise ValueError("sigma_w2 must be positive with normalisation: start the sigma_w2 grid above 0")
+    if client is not None or (workers is not None and _validate.positive_int("workers", workers) > 1):
+        options = dict(memory_limit=memory_limit, norm=norm, batch_size=batch_size)
+        return sweeps.diagrams([act], sw, sb, rho, options, client, workers, progress)[0]
     eng = engine(act)
     n = sw.size * sb.size
     out = {name: np.empty(n) for name in _FIELDS}
@@ -518,6 +531,54 @@ def phase_diagram(act: ActivationLike = "tanh", sigma_w2: ArrayLike | None = Non
     return PhaseDiagram(activation=act.name, sigma_w2=sw, sigma_b2=sb, rho=rho, phase=phase,
                         critical_line=crit, n_reference=n_ref, norm=norm, batch_size=batch_size,
                         **{name: out[name].reshape(shape) for name in _FIELDS})
+
+
+def phase_diagrams(acts, sigma_w2: ArrayLike | None = None, sigma_b2: ArrayLike | None = None,
+                   rho: float = 1.0, *, client=None, workers: int | None = None,
+                   progress: Callable[[int, int], None] | None = None, memory_limit: float | None = None,
+                   norm: str | None = None, batch_size: int | None = None) -> list[PhaseDiagram]:
+    """:func:`phase_diagram` of every activation in ``acts`` on one grid, as one parallel sweep.
+
+    The grids of all the activations are cut into blocks of rows, and all the blocks are
+    computed together, on the Dask cluster of ``client`` or in ``workers`` local processes; each
+    diagram is the one :func:`phase_diagram` computes in one process (see its ``client``).
+
+    Parameters
+    ----------
+    acts : sequence of Activation or str
+        The activations (names, expressions, or activations built from module-level callables).
+    sigma_w2, sigma_b2, rho, memory_limit, norm, batch_size, client, workers
+        As in :func:`phase_diagram` (``memory_limit`` is per diagram).
+    progress : callable, optional
+        Called as ``progress(done, total)``, in grid points over all the diagrams.
+
+    Returns
+    -------
+    list of PhaseDiagram
+        In the order of ``acts``.
+    """
+    if isinstance(acts, (str, Activation)) or not hasattr(acts, "__iter__"):
+        raise TypeError(f"acts must be a list of activations, got {type(acts).__name__}; "
+                        "for one activation use phase_diagram")
+    acts = [activation(a) for a in acts]
+    if not acts:
+        raise ValueError("acts is empty: give at least one activation")
+    if workers is not None:
+        workers = _validate.positive_int("workers", workers)
+    options = dict(memory_limit=memory_limit, norm=norm, batch_size=batch_size)
+    # every check (grids, memory, architecture, derivatives) before any work is sent anywhere
+    sw = _grid("sigma_w2", sigma_w2, np.linspace(0.5, 5.0, 200))
+    sb = _grid("sigma_b2", sigma_b2, np.linspace(0.0, 2.0, 200))
+    for act in acts:
+        phase_diagram(act, sw, sb[:1], rho, **options)
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable progress(done, total), got {type(progress).__name__}")
+    if client is None and (workers or 1) == 1:
+        return [phase_diagram(act, sw, sb, rho, **options) for act in acts]
+    need = required_memory(sw.size, sb.size)
+    if need > _validate.memory_limit(memory_limit):
+        phase_diagram(acts[0], sw, sb, rho, **options)  # raises GridTooLargeError with the sizes
+    return sweeps.diagrams(acts, sw, sb, _validate.keep_probability(rho), options, client, workers, progress)
 
 
 def _chunk(eng: Engine, act: Activation, w, b, rho):

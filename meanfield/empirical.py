@@ -64,6 +64,7 @@ from numpy.typing import ArrayLike
 
 from . import _architecture_pass as arch_pass
 from . import _empirical_checks as checks
+from . import _empirical_tasks as tasks
 from . import _network_pass as engine
 from . import _validate
 from ._comparison import Comparison, compare
@@ -389,17 +390,20 @@ def run(network: NetworkSpec | SampledNetwork, X: ArrayLike, rng: np.random.Gene
     opt = checks.options(spec, X, pairs, jacobian, gradients, keep_activations)
     B, d_in = X.shape
     engine.plan(spec, B, d_in, opt, memory_limit, can_store=params is None)  # refuse before drawing anything
-    rng = checks.as_rng(rng)
-    base = engine.new_base(rng)
-    out_grad = checks.output_gradient(output_gradient, gradients, rng, B, spec)
-    tangents = checks.tangents(jvp, rng, B, d_in, spec.dtype)
+    base, out_grad, tangents = tasks.draws(spec, checks.as_rng(rng), B, d_in, gradients, jvp, output_gradient)
     return engine.run_batch(spec, X, params, base, out_grad, tangents, opt, memory_limit)
 
 
 def simulate(spec: NetworkSpec, X: ArrayLike, n_networks: int, rng: np.random.Generator | int | None, *,
              gradients: bool = True, pairs: str | ArrayLike | None = "all", jacobian: bool | str = False,
-             jvp: bool | ArrayLike = False, outputs: bool = False, memory_limit: float | None = None) -> Simulation:
+             jvp: bool | ArrayLike = False, outputs: bool = False, memory_limit: float | None = None,
+             client=None, workers: int | None = None) -> Simulation:
     """Monte Carlo over independently sampled networks: :func:`run` ``n_networks`` times.
+
+    The networks can run in parallel, in local processes (``workers``) or on a Dask cluster
+    (``client``), with the same numbers as here: network ``i`` draws from ``rng`` exactly what
+    it would after networks ``0..i-1`` in one process (each task starts from the generator state
+    where its first network begins; see :mod:`meanfield.runner`).
 
     Parameters
     ----------
@@ -410,11 +414,15 @@ def simulate(spec: NetworkSpec, X: ArrayLike, n_networks: int, rng: np.random.Ge
     n_networks : int
         Number of independent networks.
     rng : numpy.random.Generator or int
-        Source of all the networks (drawn one after the other).
+        Source of all the networks (drawn one after the other, wherever they run).
     gradients, pairs, jacobian, jvp, memory_limit
         As in :func:`run` (``memory_limit`` also bounds the stacked records).
     outputs : bool
         Keep every network's output ``h^{L-1}`` (``n_networks * B * N_{L-1}`` numbers).
+    client : dask.distributed.Client or str, optional
+        Run the networks on this Dask cluster (a client or a scheduler address).
+    workers : int, optional
+        Without ``client``: local processes (default 1, this process).
 
     Returns
     -------
@@ -432,9 +440,9 @@ def simulate(spec: NetworkSpec, X: ArrayLike, n_networks: int, rng: np.random.Ge
     opt = checks.options(spec, X, pairs, jacobian, gradients, False)
     B, d_in = X.shape
     checks.check_stacked_records(spec, d_in, B, n_networks, opt, jvp, outputs, memory_limit)
-    rng = checks.as_rng(rng)
-    runs = [run(spec, X, rng, gradients=gradients, pairs=opt.pairs, jacobian=jacobian, jvp=jvp,
-                memory_limit=memory_limit) for _ in range(n_networks)]
+    workers = None if workers is None else _validate.positive_int("workers", workers)
+    kwargs = dict(gradients=gradients, pairs=opt.pairs, jacobian=jacobian, jvp=jvp, memory_limit=memory_limit)
+    runs = tasks.simulate_runs(spec, X, n_networks, checks.as_rng(rng), kwargs, client, workers)
 
     def stack(name):
         vals = [getattr(r, name) for r in runs]

@@ -15,13 +15,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import _cg as cg
 from . import _validate
+from ._cg import SolveInfo
 from .activations import ActivationLike, activation
 from .expectations import expectation
 from .kernels import KernelWarning, nngp, ntk
 from .layers import Dense
 
-__all__ = ["NNGPRegressor", "NNGPClassifier"]
+__all__ = ["NNGPRegressor", "NNGPClassifier", "predict_from_kernel", "SolveInfo"]
 
 _KERNELS = {"nngp": nngp, "ntk": ntk}
 
@@ -71,6 +73,110 @@ def _targets(y, n):
     return arr
 
 
+def _solver_options(solver, tol, max_iter, preconditioner, n):
+    """Checked (solver, tol, max_iter, preconditioner); ``max_iter`` None becomes ``n``."""
+    if solver not in ("cholesky", "cg"):
+        raise ValueError(f"solver must be 'cholesky' or 'cg', got {solver!r}")
+    tol = _validate.number("tol", tol, low=0.0, high=1.0, low_open=True, what="a relative residual in (0, 1]")
+    max_iter = max(n, 1) if max_iter is None else _validate.positive_int("max_iter", max_iter)
+    if preconditioner not in cg.PRECONDITIONERS:
+        raise ValueError(f"preconditioner must be one of {cg.PRECONDITIONERS}, got {preconditioner!r}")
+    return solver, tol, max_iter, preconditioner
+
+
+def _cg_solve(kern, B, shift, tol, max_iter, preconditioner):
+    """``(K + shift I)^{-1} B`` by preconditioned CG, or np.linalg.LinAlgError if it does not converge."""
+    M = cg.preconditioner(kern, shift, preconditioner)
+    X, it, res = cg.cg(kern, B, shift, tol, max_iter, M)
+    if not res <= tol:
+        raise np.linalg.LinAlgError(
+            f"conjugate gradients did not converge: relative residual {res:.3g} > tol = {tol:g} after {it} "
+            f"iterations (max_iter = {max_iter}). K + noise I is ill-conditioned: give a larger noise, raise "
+            "max_iter, or use solver='cholesky' if the kernel fits in memory")
+    return X, SolveInfo("cg", it, res, preconditioner)
+
+
+def predict_from_kernel(K_train, y: ArrayLike, K_test_train, *, noise: float = 0.0, solver: str = "cg",
+                        tol: float = 1e-10, max_iter: int | None = None,
+                        preconditioner: str | None = "pivoted-cholesky", return_info: bool = False):
+    """GP posterior mean from precomputed kernels, which may be larger than memory.
+
+    ``mean = K(X*, X) (K(X, X) + noise I)^{-1} y`` (Rasmussen & Williams 2006, eq. 2.25; Lee et
+    al. 2018, eq. 2).  With ``solver="cg"`` the system is solved by preconditioned conjugate
+    gradients (Hestenes & Stiefel 1952), which needs only products of ``K(X, X)`` with blocks of
+    vectors, its diagonal and a few of its rows: a kernel stored as a dask array or in a zarr store
+    (as written by ``meanfield kernel ... --out K.zarr``) is read block by block and never held
+    whole, and its products run on the Dask cluster of the active ``dask.distributed.Client``.
+    A dask array is used as given: persist it (``client.persist(K)``) or store it in zarr first,
+    or every iteration computes it again.
+    The iteration stops when every column's relative residual ``||y - A alpha|| / ||y||`` is below
+    ``tol`` (checked on the true residual); if it is not reached in ``max_iter`` iterations, an
+    error says so (no unconverged answer is returned).
+
+    Parameters
+    ----------
+    K_train : array (n, n), dask array or str
+        ``K(X, X)``: a numpy array, a dask array, or the path of a zarr store holding it (an array
+        at the root, or a group with one array named "K").
+    y : array (n,) or (n, n_targets)
+    K_test_train : array (m, n), dask array or str
+        ``K(X*, X)``, in any of the same forms.
+    noise : float
+        Observation-noise variance added to the diagonal (> 0 keeps CG well-conditioned).
+    solver : {"cg", "cholesky"}
+        "cholesky" reads the kernel into memory and factorises it (the reference, for kernels
+        that fit).
+    tol : float
+        Relative residual at which CG stops (default 1e-10).
+    max_iter : int, optional
+        CG iterations allowed (default n).
+    preconditioner : {"pivoted-cholesky", "block-jacobi", "jacobi", None}
+        "pivoted-cholesky": rank-100 pivoted Cholesky of ``K`` plus the diagonal it leaves out
+        (Gardner et al. 2018), fastest on NNGP kernels of real data, whose spectra decay fast;
+        "block-jacobi": the diagonal blocks (500 x 500); "jacobi": the diagonal.
+    return_info : bool
+        Also return a :class:`SolveInfo` (iterations, final residual).
+
+    Returns
+    -------
+    mean : ndarray (m,) or (m, n_targets), or (mean, info)
+
+    Raises
+    ------
+    ValueError, TypeError
+        Shapes that do not match, non-finite values, unknown options.
+    numpy.linalg.LinAlgError
+        CG did not converge, or the kernel is not positive definite.
+    """
+    kern = cg.as_kernel("K_train", K_train)
+    n = kern.shape[0]
+    if kern.shape != (n, n):
+        raise ValueError(f"K_train must be square (n, n), got shape {kern.shape}")
+    y = _targets(y, n)
+    test = cg.as_kernel("K_test_train", K_test_train, shape=(None, n))
+    noise = _validate.number("noise", noise, low=0.0, what="a variance >= 0")
+    solver, tol, max_iter, preconditioner = _solver_options(solver, tol, max_iter, preconditioner, n)
+    if not isinstance(return_info, (bool, np.bool_)):
+        raise ValueError(f"return_info must be True or False, got {return_info!r}")
+    B = y.reshape(n, -1)
+    if solver == "cholesky":
+        from scipy.linalg import cho_solve
+
+        A = kern.data if kern.in_memory else np.asarray(kern.data.compute(), dtype=float)
+        L, j = _cholesky(A + noise * np.eye(n), 0.0)
+        if j > 0:
+            warnings.warn(f"K_train + noise I is numerically singular; added {j:.3g} to its diagonal. Remedy: a "
+                          "positive noise", KernelWarning, stacklevel=2)
+        alpha = cho_solve((L, True), B)
+        info = SolveInfo("cholesky", 0, float(np.max(np.linalg.norm(B - A @ alpha - noise * alpha, axis=0)
+                                                     / np.maximum(np.linalg.norm(B, axis=0), 1e-300))))
+    else:
+        alpha, info = _cg_solve(kern, B, noise, tol, max_iter, preconditioner)
+    mean = test.dot(alpha)
+    mean = mean.reshape(-1) if y.ndim == 1 else mean
+    return (mean, info) if return_info else mean
+
+
 class NNGPRegressor:
     """Gaussian-process regression with the NNGP (or NTK) kernel, scikit-learn style.
 
@@ -102,24 +208,40 @@ class NNGPRegressor:
         First diagonal regulariser tried if the factorisation fails (default 0: try none).
     method : {"auto", "exact", "quadrature"}
         As in :func:`meanfield.kernels.nngp`.
+    solver : {"cholesky", "cg"}
+        Factorise ``K(X, X) + noise I`` (Rasmussen & Williams 2006, Algorithm 2.1), or solve with
+        it by preconditioned conjugate gradients (no factor is stored: predictive variances then
+        take one CG solve per test point; see :func:`predict_from_kernel`).  CG needs a positive
+        ``noise`` in practice, and raises np.linalg.LinAlgError if it does not converge.
+    tol, max_iter, preconditioner
+        CG's relative residual, iteration limit and preconditioner, as in
+        :func:`predict_from_kernel`.
 
     Attributes
     ----------
     X_train_ : ndarray (n, d_in)
     alpha_ : ndarray (n,) or (n, n_targets)
         ``(K(X, X) + (noise + jitter_) I)^{-1} y``.
-    L_ : ndarray (n, n)
-        Its lower Cholesky factor.
+    L_ : ndarray (n, n) or None
+        Its lower Cholesky factor (None with ``solver="cg"``).
     jitter_ : float
         The diagonal regulariser used.
+    solve_info_ : SolveInfo
+        The solver, its iterations and the final relative residual of ``alpha_``.
     n_features_in_ : int
     """
 
-    _PARAMS = ("act", "depth", "sigma_w2", "sigma_b2", "kernel", "noise", "jitter", "method")
+    _PARAMS = ("act", "depth", "sigma_w2", "sigma_b2", "kernel", "noise", "jitter", "method", "solver", "tol",
+               "max_iter", "preconditioner")
 
     def __init__(self, act: ActivationLike = "relu", depth: int = 1, sigma_w2: float = 2.0,
                  sigma_b2: float = 0.0, *, kernel: str = "nngp", noise: float = 0.0, jitter: float = 0.0,
-                 method: str = "auto"):
+                 method: str = "auto", solver: str = "cholesky", tol: float = 1e-10, max_iter: int | None = None,
+                 preconditioner: str | None = "pivoted-cholesky"):
+        self.solver = solver
+        self.tol = tol
+        self.max_iter = max_iter
+        self.preconditioner = preconditioner
         self.act = act
         self.depth = depth
         self.sigma_w2 = sigma_w2
@@ -164,20 +286,31 @@ class NNGPRegressor:
         y = _targets(y, X.shape[0])
         noise = _validate.number("noise", self.noise, low=0.0, what="a variance >= 0")
         jitter = _validate.number("jitter", self.jitter, low=0.0, what="a regulariser >= 0")
+        solver, tol, max_iter, precond = _solver_options(self.solver, self.tol, self.max_iter, self.preconditioner,
+                                                         X.shape[0])
         K = self._k(X)
+        self.X_train_ = X
+        self.n_features_in_ = X.shape[1]
+        if solver == "cg":
+            self._cg = (cg.as_kernel("K(X, X)", K), noise + jitter, tol, max_iter, precond)
+            self.jitter_, self.L_ = jitter, None
+            alpha, self.solve_info_ = _cg_solve(*self._cg[:1], y.reshape(X.shape[0], -1), *self._cg[1:])
+            self.alpha_ = alpha.reshape(y.shape)
+            return self
         L, j = _cholesky(K + noise * np.eye(X.shape[0]), jitter)
         if j > jitter:
             warnings.warn(
                 f"K(X, X) + noise I is numerically singular (typical deep in the ordered phase, where all inputs "
                 f"become alike); added {j:.3g} to its diagonal (jitter_). Remedy: a positive noise, fewer layers, "
                 "or parameters nearer the critical line", KernelWarning, stacklevel=2)
-        self.X_train_ = X
-        self.n_features_in_ = X.shape[1]
         self.jitter_ = j
         self.L_ = L
         from scipy.linalg import cho_solve
 
         self.alpha_ = cho_solve((L, True), y)
+        self.solve_info_ = SolveInfo("cholesky", 0, float(np.max(
+            np.linalg.norm((K + (noise + j) * np.eye(X.shape[0])) @ self.alpha_ - y, axis=0)
+            / np.maximum(np.linalg.norm(y, axis=0), 1e-300))))
         return self
 
     def predict(self, X: ArrayLike, return_std: bool = False,
@@ -216,12 +349,17 @@ class NNGPRegressor:
             return mean
         from scipy.linalg import solve_triangular
 
-        V = solve_triangular(self.L_, Ks.T, lower=True)
+        if self.L_ is None:  # CG: V^T V = Ks A^{-1} Ks^T with W = A^{-1} Ks^T solved column by column
+            W, _ = _cg_solve(self._cg[0], np.ascontiguousarray(Ks.T), *self._cg[1:])
+            quad, VtV = np.einsum("ji,ij->j", Ks, W), (lambda: Ks @ W)
+        else:
+            V = solve_triangular(self.L_, Ks.T, lower=True)
+            quad, VtV = np.einsum("ij,ij->j", V, V), (lambda: V.T @ V)
         if return_cov:
-            cov = self._k(X) - V.T @ V
+            cov = self._k(X) - VtV()
             return mean, 0.5 * (cov + cov.T)
         prior = self._prior_var(X)
-        var = np.maximum(prior - np.einsum("ij,ij->j", V, V), 0.0)
+        var = np.maximum(prior - quad, 0.0)
         return mean, np.sqrt(var)
 
     def _prior_var(self, X):
@@ -250,7 +388,7 @@ class NNGPClassifier(NNGPRegressor):
 
     Parameters
     ----------
-    act, depth, sigma_w2, sigma_b2, kernel, noise, jitter, method
+    act, depth, sigma_w2, sigma_b2, kernel, noise, jitter, method, solver, tol, max_iter, preconditioner
         As in :class:`NNGPRegressor`.
     targets : (float, float)
         ``(off, on)`` values of the one-hot targets.
@@ -267,8 +405,10 @@ class NNGPClassifier(NNGPRegressor):
 
     def __init__(self, act: ActivationLike = "relu", depth: int = 1, sigma_w2: float = 2.0,
                  sigma_b2: float = 0.0, *, kernel: str = "nngp", noise: float = 0.0, jitter: float = 0.0,
-                 method: str = "auto", targets: tuple[float, float] = (-0.1, 0.9)):
-        super().__init__(act, depth, sigma_w2, sigma_b2, kernel=kernel, noise=noise, jitter=jitter, method=method)
+                 method: str = "auto", targets: tuple[float, float] = (-0.1, 0.9), solver: str = "cholesky",
+                 tol: float = 1e-10, max_iter: int | None = None, preconditioner: str | None = "pivoted-cholesky"):
+        super().__init__(act, depth, sigma_w2, sigma_b2, kernel=kernel, noise=noise, jitter=jitter, method=method,
+                         solver=solver, tol=tol, max_iter=max_iter, preconditioner=preconditioner)
         self.targets = targets
 
     def fit(self, X: ArrayLike, y: ArrayLike) -> NNGPClassifier:
