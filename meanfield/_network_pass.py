@@ -300,9 +300,9 @@ def _nonlinearity(nl, h, need_d, spec, base, l, rows, n):
     phi, dphi = nl(h, need_d)
     if spec.rho < 1:
         m = _masks(spec, base, l, rows, n)
-        phi *= m
+        phi = phi * m  # not in place: an activation may return a read-only or shared array (a broadcast constant)
         if dphi is not None:
-            dphi *= m
+            dphi = dphi * m
     return phi, dphi
 
 

@@ -717,3 +717,14 @@ def test_one_hidden_weight_matrix_counts_against_memory_limit():
 def test_negative_seed_is_refused_clearly():
     with pytest.raises(ValueError, match="non-negative integer seed"):
         emp.run(emp.NetworkSpec("tanh", sigma_w2=1.5, width=5, depth=2), np.ones((1, 3)), -1)
+
+
+def test_dropout_with_a_table_activation_that_returns_a_shared_array():
+    """leaky_relu with dropout (and forward-mode tangents) runs, and equals the same function typed as an expression."""
+    X = np.random.default_rng(0).standard_normal((3, 5))
+    runs = [emp.simulate(emp.NetworkSpec(act, sigma_w2=2.0, sigma_b2=0.1, width=50, depth=3, rho=0.8), X, 2,
+                               np.random.default_rng(1), jvp=True)
+            for act in ("leaky_relu", "Max(x, 0.01*x)")]
+    assert np.all(np.isfinite(runs[0].q)) and np.all(np.isfinite(runs[0].jvp_sq))
+    np.testing.assert_array_equal(runs[0].q, runs[1].q)
+    np.testing.assert_array_equal(runs[0].jvp_sq, runs[1].jvp_sq)
