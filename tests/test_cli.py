@@ -336,6 +336,7 @@ def test_ctrl_c_exits_quietly_with_130(monkeypatch, capsys):
 
 
 def test_sigterm_leaves_no_partial_files(tmp_path):
+    import pathlib
     import signal
     import subprocess
     import sys
@@ -343,7 +344,18 @@ def test_sigterm_leaves_no_partial_files(tmp_path):
 
     proc = subprocess.Popen([sys.executable, "-m", "meanfield", "phase", "gelu", "--output", str(tmp_path / "g")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
-    time.sleep(4.0)
+    # wait until the command has installed its SIGTERM handler (a loaded machine imports slowly), then let it work
+    status = pathlib.Path(f"/proc/{proc.pid}/status")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        if status.exists():
+            caught = [ln for ln in status.read_text().splitlines() if ln.startswith("SigCgt:")]
+            if caught and int(caught[0].split()[1], 16) & (1 << (signal.SIGTERM - 1)):
+                break
+        else:
+            break  # not Linux: fall back to a fixed wait
+        time.sleep(0.05)
+    time.sleep(1.0 if status.exists() else 4.0)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode in (143, 0), err  # 0: it had already finished
