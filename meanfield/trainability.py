@@ -130,12 +130,14 @@ class Trainability:
     def summary(self) -> str:
         """One paragraph: the fitted constant and the agreement with ``6 xi_c``."""
         n = int(np.isfinite(self.boundary).sum())
-        k = f"{self.k:.3g}" if math.isfinite(self.k) else "not measured (no column brackets the boundary)"
-        return (f"{self.activation}, sigma_b2 = {self.sigma_b2:g}: trained above chance (test accuracy > "
+        head = (f"{self.activation}, sigma_b2 = {self.sigma_b2:g}: trained above chance (test accuracy > "
                 f"{self.threshold:.3g}) agrees with depth < 6 xi_c in {100 * self.agreement:.0f}% of "
-                f"{self.accuracy.size} cells; the measured boundary is k xi_c with k = {k} ({n} of "
-                f"{len(self.sigma_w2)} columns bracketed; Schoenholz et al. 2017: k ~ 6), with which the agreement "
-                f"is {100 * self.agreement_fitted:.0f}%")
+                f"{self.accuracy.size} cells; ")
+        if not math.isfinite(self.k):
+            return head + "no column of the grid brackets the boundary, so k in boundary = k xi_c is not measured"
+        return head + (f"the measured boundary is k xi_c with k = {self.k:.3g} ({n} of {len(self.sigma_w2)} columns "
+                       f"bracketed; Schoenholz et al. 2017: k ~ 6), with which the agreement is "
+                       f"{100 * self.agreement_fitted:.0f}%")
 
     def save(self, path) -> str:
         """Write the grid, the theory and the settings to an ``.npz`` file, completely or not at all."""
@@ -188,6 +190,25 @@ def train_cell(task: dict) -> tuple:
         with threadpool_limits(1):  # small products: one BLAS thread per run, runs in parallel
             run = train(spec, X, y, rng, **args)
     return run.test_accuracy, run.train_accuracy, run.loss, run.diverged
+
+
+def _theory(phi, sw, sigma_b2):
+    """``xi_c`` at the grid's sigma_w2 and on a fine grid (with the critical point), and the critical sigma_w2.
+
+    One call of :func:`meanfield.phase_diagram` (compiled) on the union of both grids; the critical
+    point from :func:`meanfield.critical_sigma_w2`.
+    """
+    from .diagram import phase_diagram
+    from .phase import critical_sigma_w2
+
+    crit = float(critical_sigma_w2(phi, sigma_b2))
+    fine = np.linspace(sw[0], sw[-1], 300)
+    if sw[0] < crit < sw[-1]:
+        fine = np.append(fine, crit)
+    every = np.unique(np.concatenate([fine, sw]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xi = np.asarray(phase_diagram(phi, every, [sigma_b2]).xi_c[0], dtype=float)
+    return xi[np.searchsorted(every, sw)], crit, every, xi
 
 
 def _boundary(depths, trained):
@@ -249,7 +270,6 @@ def trainability(act="tanh", sigma_w2: ArrayLike | None = None, depths: ArrayLik
     """
     from .activations import activation
     from .empirical import NetworkSpec
-    from .phase import critical_sigma_w2, xi_c
 
     sw = _grid("sigma_w2", np.linspace(1.0, 4.0, 12) if sigma_w2 is None else sigma_w2)
     ds = _grid("depths", np.unique(np.geomspace(4, 100, 10).round()) if depths is None else depths, integer=True)
@@ -290,12 +310,7 @@ def trainability(act="tanh", sigma_w2: ArrayLike | None = None, depths: ArrayLik
     for n, res in zip(order, results, strict=True):
         i, j = cells[n]
         acc[i, j], train_acc[i, j], loss[i, j], diverged[i, j] = res
-    xic = np.asarray(xi_c(phi, sw, sigma_b2), dtype=float)
-    crit = float(critical_sigma_w2(phi, sigma_b2))
-    fine = np.linspace(sw[0], sw[-1], 400)
-    fine = np.unique(np.append(fine, crit)) if sw[0] < crit < sw[-1] else fine
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fine_xi = np.asarray(xi_c(phi, fine, sigma_b2), dtype=float)
+    xic, crit, fine, fine_xi = _theory(phi, sw, sigma_b2)
     trained = np.nan_to_num(acc, nan=-1.0) > threshold
     boundary = _boundary(ds, trained)
     use = np.isfinite(boundary) & np.isfinite(xic) & (xic > 0)
