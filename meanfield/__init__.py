@@ -98,6 +98,10 @@ __all__ = [
     "empirical_nngp",
     "empirical_ntk",
     "plotting",
+    "training",
+    "trainability",
+    "Trainability",
+    "trained_depth",
     "__version__",
 ]
 
@@ -127,9 +131,11 @@ _LAZY = {
     "jacobian_spectrum": "spectrum",
     "JacobianSpectrum": "spectrum",
     "SpectrumWarning": "spectrum",
+    "trainability": "trained_depth",
+    "Trainability": "trained_depth",
 }
 _SUBMODULES = ("empirical", "plotting", "diagram", "dynamics", "kernels", "gp", "layers", "architecture",
-               "gradients", "batchnorm", "spectrum", "runner")
+               "gradients", "batchnorm", "spectrum", "runner", "training", "trained_depth")
 
 
 def __getattr__(name):

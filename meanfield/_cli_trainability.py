@@ -29,7 +29,7 @@ def _depths(text: str):
 def cmd_trainability(args, helpers) -> int:
     """Run the grid (with a progress bar on stderr), write the data and the figure, print the verdict."""
     from .cli import output_paths, parse_grid
-    from .trainability import plot_trainability, trainability
+    from .trained_depth import plot_trainability, trainability
 
     act = helpers["activation"](args)
     sw = parse_grid(args.sigma_w2, "--sigma-w2")

@@ -345,8 +345,7 @@ def plot_trainability(result: Trainability, ax=None, *, constant: float = PAPER_
         _, ax = plt.subplots(figsize=(6.4, 5.6), layout="constrained")
     sw, ds = result.sigma_w2, result.depths
     acc = np.ma.masked_invalid(result.accuracy)
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("0.6")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="0.6")
     mesh = ax.pcolormesh(_edges(sw), _edges(ds, log=True), acc, cmap=cmap, vmin=result.chance, vmax=1.0,
                          shading="flat")
     ax.figure.colorbar(mesh, ax=ax, label="test accuracy")
