@@ -369,7 +369,8 @@ def plot_trainability(result: Trainability, ax=None, *, constant: float = PAPER_
     ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_yticks(ds)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize="small", frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize="small", facecolor="0.3",
+              labelcolor="white", framealpha=1.0)
     return ax
 
 
