@@ -24,6 +24,7 @@ def tiny():
     return trainability("tanh", [1.0, 3.0], [1, 3], sigma_b2=0.05, rng=4, workers=1, **TINY)
 
 
+@pytest.mark.slow
 def test_runs_in_a_pool_as_in_series(tiny):
     pooled = trainability("tanh", [1.0, 3.0], [1, 3], sigma_b2=0.05, rng=4, workers=2, **TINY)
     np.testing.assert_array_equal(pooled.accuracy, tiny.accuracy)
@@ -47,6 +48,7 @@ def test_theory_and_scores(tiny):
     assert "6 xi_c" in tiny.summary()
 
 
+@pytest.mark.slow
 def test_fitted_constant_recovers_a_known_boundary(monkeypatch):
     """With outcomes made to follow 'trained iff L < 5 xi_c', the fit must find k = 5."""
     xi = {}
