@@ -3,7 +3,7 @@
 Trains tanh networks at sigma_b2 = 0.05 over a (sigma_w2, depth) grid (every core, through
 meanfield.runner), fits the constant k of the measured boundary L = k xi_c and reports the
 fraction of cells where "trained above chance" agrees with "L < 6 xi_c".  Writes
-benchmarks/trainability_tanh.png and benchmarks/trainability_tanh.npz.
+docs/trainability_tanh.png and docs/trainability_tanh.npz.
 
     python benchmarks/bench_trainability.py                 # 12 x 10 grid, depths 4..100
     python benchmarks/bench_trainability.py --depths 4,6,9,14,20,30,45,67,100 --width 64 --batch-size 32  # mid-size
@@ -32,7 +32,7 @@ def main():
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--output", default=str(pathlib.Path(__file__).resolve().parent / "trainability_tanh"))
+    ap.add_argument("--output", default=str(pathlib.Path(__file__).resolve().parent.parent / "docs" / "trainability_tanh"))
     args = ap.parse_args()
     sw = np.linspace(1.0, 4.0, args.n_sigma)
     depths = (np.unique(np.geomspace(4, 100, 10).round()).astype(int) if args.depths is None
