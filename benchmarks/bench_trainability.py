@@ -32,7 +32,8 @@ def main():
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--output", default=str(pathlib.Path(__file__).resolve().parent.parent / "docs" / "trainability_tanh"))
+    docs = pathlib.Path(__file__).resolve().parent.parent / "docs"
+    ap.add_argument("--output", default=str(docs / "trainability_tanh"))
     args = ap.parse_args()
     sw = np.linspace(1.0, 4.0, args.n_sigma)
     depths = (np.unique(np.geomspace(4, 100, 10).round()).astype(int) if args.depths is None
