@@ -104,6 +104,10 @@ __all__ = [
     "empirical_nngp",
     "empirical_ntk",
     "plotting",
+    "training",
+    "trainability",
+    "Trainability",
+    "trained_depth",
     "__version__",
 ]
 
@@ -136,9 +140,11 @@ _LAZY = {
     "SpectrumWarning": "spectrum",
     "jacobian_moments": "spectrum",
     "JacobianMoments": "spectrum",
+    "trainability": "trained_depth",
+    "Trainability": "trained_depth",
 }
 _SUBMODULES = ("empirical", "plotting", "diagram", "dynamics", "kernels", "gp", "layers", "architecture",
-               "gradients", "batchnorm", "spectrum", "runner")
+               "gradients", "batchnorm", "spectrum", "runner", "training", "trained_depth")
 
 
 def __getattr__(name):

@@ -626,6 +626,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_spectrum(sub, _add_common, _cmd_spectrum)
 
+    from ._cli_trainability import add_parser as add_trainability
+
+    add_trainability(sub, _add_common, dict(activation=_activation, dump_json=_dump_json, progress=_ProgressBar,
+                                            save_figure=_save_figure, check_writable=_check_writable))
+
     a = sub.add_parser("activations", help="list the activation table",
                        description="The named activations, their formulas and parameters (set them with --param).")
     a.add_argument("--json", action="store_true", help="machine-readable output")
