@@ -382,7 +382,7 @@ def angle_range(K: np.ndarray, d1: np.ndarray, d2: np.ndarray, same: bool) -> tu
     rows = max(1, BLOCK // max(1, K.shape[1]))
     for r in range(0, K.shape[0], rows):
         sl = slice(r, r + rows)
-        s = np.sqrt(d1[sl, None] * d2[None, :])
+        s = np.sqrt(d1[sl, None]) * np.sqrt(d2[None, :])  # the product of two variances above 1e154 overflows
         with np.errstate(divide="ignore", invalid="ignore"):
             c = K[sl] / s
         bad = ~(s > 0)

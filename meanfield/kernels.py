@@ -219,6 +219,9 @@ def _recursion(X1, X2, same, layer: Dense, depth, method, want_ntk):
         clock.tick(layer_number - 1)
         angles = None if phi.closed else angle_range(K, d1, d2, same)
         V1, V2 = phi.second(d1, d2)  # E[phi(u)^2] on the diagonals
+        with np.errstate(over="ignore"):  # the next variances must be finite before any table is built
+            if not (np.all(np.isfinite(layer.variance(V1))) and np.all(np.isfinite(layer.variance(V2)))):
+                raise _beyond_float(layer_number, depth, layer)
         with np.errstate(over="ignore"):  # an overflow is caught below, with the layer it happened at
             C = phi.products(K, d1, d2, V1, V2, angles)  # E[phi(u) phi(u')] at every entry
         if want_ntk:
@@ -236,9 +239,7 @@ def _recursion(X1, X2, same, layer: Dense, depth, method, want_ntk):
                  and np.array_equal(d2, d_prev[1]))
         del K_prev, d_prev
         if not (np.all(np.isfinite(d1)) and np.all(np.isfinite(d2)) and np.isfinite(K).all()):
-            raise ValueError(f"the kernel's variances exceed float64's range at layer {layer_number} of {depth}: "
-                             f"the network diverges at sigma_w2 = {layer.sigma_w2:g}, sigma_b2 = "
-                             f"{layer.sigma_b2:g}; use fewer layers or a smaller sigma_w2")
+            raise _beyond_float(layer_number, depth, layer)
         if want_ntk:
             Theta = layer.ntk_from(K, Dc, Theta)  # Theta^l = K^l + sigma_w2 E[phi'(u) phi'(u')] Theta^{l-1}
             t1 = layer.ntk_from(d1, D1, t1)
@@ -263,6 +264,12 @@ def _recursion(X1, X2, same, layer: Dense, depth, method, want_ntk):
                              f"line, where correlations approach 1 like 1/l^2), so depth {depth} would need "
                              f"{depth - MAX_LAYERS} more layers of the recursion: use depth <= {MAX_LAYERS}")
     return K, Theta
+
+
+def _beyond_float(layer_number, depth, layer) -> ValueError:
+    return ValueError(f"the kernel's variances exceed float64's range at layer {layer_number} of {depth}: "
+                      f"the network diverges at sigma_w2 = {layer.sigma_w2:g}, sigma_b2 = "
+                      f"{layer.sigma_b2:g}; use fewer layers or a smaller sigma_w2")
 
 
 def _affine_power(theta, k, a, n):

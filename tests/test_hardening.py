@@ -416,3 +416,18 @@ def test_numbers_in_exponent_notation_starting_with_minus_are_values(capsys):
     assert main(["point", "tanh", "--sigma-w2", "-1e3"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("meanfield: error: sigma_w2 must be finite and >= 0") and "Traceback" not in err
+
+
+def test_kernel_tables_are_not_built_for_a_layer_whose_variances_overflow():
+    # relu(x)**3: q' = sigma_w2 (15/2) q^3 + sigma_b2; from q0 = 2e30 the second layer is near 2e278,
+    # the third beyond float64: refused there, in words, before any table of the third layer is built
+    X = np.array([[1e15, 0.0], [0.6e15, 0.8e15], [0.0, 0.9e15]]) * np.sqrt(2.0)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(ValueError, match="exceed float64's range at layer 3 of 8"):
+            mf.nngp(X, None, "relu(x)**3", depth=8, sigma_w2=2.0, sigma_b2=0.1)
+    assert time.perf_counter() - start < 60.0  # was still building tables after 9.7 minutes
+    K = mf.nngp(X, None, "relu(x)**3", depth=1, sigma_w2=2.0, sigma_b2=0.1)
+    q0 = 2.0 * 2e30 / 2 + 0.1  # sigma_w2 |x|^2 / d_in + sigma_b2
+    assert K[0, 0] == pytest.approx(2.0 * 7.5 * q0**3 + 0.1, rel=1e-12)  # E[relu(u)^6] = 15 q^3 / 2
