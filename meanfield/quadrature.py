@@ -182,7 +182,7 @@ def _values(result):
     return f, f_abs
 
 
-_Z_PROBE = np.linspace(0.0, 60.0, 241)
+_Z_PROBE = np.linspace(0.0, 60.0, 121)
 #: Ratio (as a logarithm) to the peak of |F(u)| times the density below which the tail is left out.
 _TAIL_LOG = 41.0
 
@@ -200,16 +200,14 @@ def z_range(F, sd, mean=0.0, base=Z_RANGE) -> float:
     sd = sd[np.isfinite(sd) & (sd > 0)]
     if sd.size == 0:
         return base
+    scales = np.array([sd.min(), sd.max(), -sd.min(), -sd.max()])  # both sides, one call of F
+    with np.errstate(all="ignore"):
+        v = np.abs(np.asarray(F((mean + scales[:, None] * _Z_PROBE).ravel()), dtype=float)).reshape(4, -1)
+        logf = np.where(np.isfinite(v) & (v > 0), np.log(np.where(v > 0, v, 1.0)), -np.inf) - 0.5 * _Z_PROBE**2
     need = base
-    for s in {float(sd.min()), float(sd.max())}:
-        for side in (1.0, -1.0):
-            with np.errstate(all="ignore"):
-                v = np.abs(np.asarray(F(mean + side * s * _Z_PROBE), dtype=float))
-                logf = np.where(np.isfinite(v) & (v > 0), np.log(np.where(v > 0, v, 1.0)), -np.inf)
-            logf = logf - 0.5 * _Z_PROBE**2
-            if not np.isfinite(logf).any():
-                continue
-            alive = np.flatnonzero(logf >= np.max(logf) - _TAIL_LOG)
+    for row in logf:
+        if np.isfinite(row).any():
+            alive = np.flatnonzero(row >= np.max(row) - _TAIL_LOG)
             need = max(need, float(_Z_PROBE[alive[-1]]) + 1.0)
     return need
 
