@@ -135,7 +135,7 @@ def is_relu_pair(act, a: float, b: float) -> bool:
 
 
 #: Longest a layer-by-layer recursion may be projected to run before it is refused with its cost.
-MAX_RECURSION_SECONDS = 60.0
+MAX_RECURSION_SECONDS = 600.0
 
 
 #: Seconds a recursion runs (and may settle in) before its projected cost is judged.
