@@ -254,7 +254,7 @@ def test_a_product_of_thirty_tanh_takes_numerical_derivatives_with_a_warning():
     f = _mp_phi(text)
     mpmath.mp.dps = 30
     try:
-        for t in (-20.5, -3.7, 0.4, 2.0):
+        for t in (-20.5, 0.4):
             exact1, exact2 = float(mpmath.diff(f, t)), float(mpmath.diff(f, t, 2))
             assert act.dphi(np.array([t]))[0] == pytest.approx(exact1, rel=1e-9)
             assert act.d2phi(np.array([t]))[0] == pytest.approx(exact2, rel=1e-7)
