@@ -7,7 +7,7 @@ exist and by accurate adaptive quadrature otherwise.  Variances everywhere (sigm
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .activations import Activation, activation, activation_names
+from .activations import Activation, DerivativeWarning, activation, activation_names
 from .architecture import Layer, network
 from .expectations import expectation
 from .finite_width import FiniteWidth, JacobianNorm, finite_width, jacobian_norm  # function, not the module
@@ -84,6 +84,7 @@ __all__ = [
     "MeanFieldPoint",
     "ConvergenceWarning",
     "QuadratureWarning",
+    "DerivativeWarning",
     "phase_diagram",
     "phase_diagrams",
     "PhaseDiagram",

@@ -12,9 +12,9 @@ batches, chunks of rows spread over threads (:mod:`meanfield._threads`).
 Accuracy (tests/test_kernels.py): 1e-13 against mpmath for hard tanh, and within 1e-11 of
 adaptive Gauss-Kronrod quadrature (tolerance 1e-12) for tanh, softplus, gelu, mish, selu, swish
 and erf at variances 0.05 to 400 and all angles.  The panels resolve features of the activation
-within about 12 of the origin and the Gaussian on the scale of its standard deviation; an
-activation that oscillates without end needs finer panels at large variances (see
-:mod:`meanfield.kernels`).
+within about 12 of the origin, the Gaussian on the scale of its standard deviation (over a range
+widened for polynomials of high degree, :func:`meanfield.quadrature.z_range`) and an oscillating
+activation on the scale of its waves (:func:`oscillation_cuts`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 from ._jit import jit
 from ._threads import run, workers
 from .activations import Activation
+from .quadrature import z_range
 
 __all__ = ["bivariate_shared"]
 
@@ -173,6 +174,43 @@ def _inner_sums(f2, w2, iptr):  # pragma: no cover - compiled
     return out
 
 
+#: Most cuts an oscillating activation gets on either axis (beyond, the panels are wider than its waves).
+MAX_WAVE_CUTS = 2000
+
+
+def oscillation_cuts(fn, reach: float) -> np.ndarray:
+    """Cuts in u, spaced 1.2 times the shortest distance between extrema of ``fn``, where it oscillates.
+
+    ``fn`` is sampled on ``[-reach, reach]`` (at most 200) every 0.005; an extremum counts where the
+    differences change sign and both exceed ``1e-9`` of the largest ``|fn|`` there (rounding in flat
+    tails does not count).  A 12-point Gauss-Legendre panel of width ``w`` integrates ``sin(k u)``
+    with an error near ``(k w / 2)^24 / 24!``: at ``w = 1.2 pi / k`` that is 6e-18.
+    No cuts where ``fn`` has fewer than three extrema; at most :data:`MAX_WAVE_CUTS` (then a
+    KernelWarning: the error may exceed the tables' tolerance).
+    """
+    r = min(float(reach), 200.0)
+    u = np.arange(-r, r + 0.0025, 0.005)
+    with np.errstate(all="ignore"):
+        f = np.asarray(fn(u), dtype=float)
+    f = np.where(np.isfinite(f), f, 0.0)
+    d = np.diff(f)
+    tol = 1e-9 * max(float(np.max(np.abs(f))), 1e-300)
+    big = np.abs(d) > tol * 0.005
+    turn = np.flatnonzero(big[:-1] & big[1:] & (np.sign(d[:-1]) != np.sign(d[1:])))
+    if turn.size < 3:
+        return np.empty(0)
+    where = u[turn + 1]
+    width = 1.2 * float(np.min(np.diff(where)))
+    lo, hi = float(where[0]) - width, float(where[-1]) + width
+    if (hi - lo) / width > MAX_WAVE_CUTS:
+        from ._kernel_tables import warn
+
+        warn(f"the activation oscillates on a scale of {width:.2g} over [{lo:.3g}, {hi:.3g}]: the kernel's quadrature "
+             f"is capped at {MAX_WAVE_CUTS} panels there, so its error may exceed the tables' tolerance")
+        width = (hi - lo) / MAX_WAVE_CUTS
+    return np.arange(lo, hi + 0.5 * width, width)
+
+
 def bivariate_shared(fn, act: Activation, qa, q2, theta, cache: dict | None = None) -> np.ndarray:
     """``E[fn(u1) fn(u2)]`` for every ``u1 ~ N(0, qa[a])`` and every row ``(q2, theta)``: (len(qa), rows).
 
@@ -189,13 +227,17 @@ def bivariate_shared(fn, act: Activation, qa, q2, theta, cache: dict | None = No
     """
     qa, q2, theta = (np.ascontiguousarray(np.ravel(v), dtype=float) for v in (qa, q2, theta))
     kinks = np.asarray(act.kinks, dtype=float)
-    feats = np.sort(np.concatenate([_ACUTS, kinks]))
     sa = np.sqrt(qa)
     s_lo, s_hi = float(sa.min()), float(sa.max())
+    # wider than _RANGE where fn grows like a polynomial of high degree (mass near z = sqrt(degree))
+    zr = z_range(lambda u: np.asarray(fn(u), dtype=float) ** 2, np.sqrt(np.concatenate([qa, q2])), base=_RANGE)
+    # an oscillating fn: cuts every `wave` over the stretch where it oscillates, in u1 and in u2
+    waves = oscillation_cuts(fn, zr * max(s_hi, float(np.sqrt(q2.max()))))
+    feats = np.sort(np.concatenate([_ACUTS, kinks, waves]))
     scales = s_hi * 0.5 ** np.arange(math.floor(math.log2(s_hi / s_lo)) + 1)
     fixed = np.unique(np.concatenate([(_ACUTS[:, None] / scales[None, :]).ravel(),
-                                      (kinks[:, None] / sa[None, :]).ravel()]))
-    reach = _RANGE + 2.0 * act.exp_rate * np.sqrt(np.maximum(q2, qa.max()))
+                                      (kinks[:, None] / sa[None, :]).ravel(), waves / s_hi]))
+    reach = zr + 2.0 * act.exp_rate * np.sqrt(np.maximum(q2, qa.max()))
     a2 = np.sqrt(q2)
     beta = a2 * np.cos(theta)  # E[u2 | z] = beta z
     sd2 = a2 * np.sin(theta)

@@ -186,3 +186,21 @@ def critical_points_explained(act, sigma_b2: float, rho: float = 1.0) -> tuple[s
                          f"{cp.q_slope:.4g}), which does not attract: a network started from a variance of 1 "
                          f"{_fate(act, sw, sigma_b2, rho, 1.0)}")
     return f"{where}: " + "; ".join(parts), data
+
+
+def leading_minus_as_values(argv: list[str]) -> list[str]:
+    """``argv`` with every word that starts with a single '-' and is not ``-h`` read as a value.
+
+    The command line has no short options but ``-h``, so ``-x``, ``-tanh(x)`` or ``-1e3`` is an
+    expression or a number, not an option; argparse would take it for an unknown option (only plain
+    negative numbers such as ``-3`` pass).  A leading space keeps it a value; activations and
+    numbers are read with surrounding spaces ignored.  Words after ``--`` are left alone.
+    """
+    out = []
+    for k, word in enumerate(argv):
+        if word == "--":
+            return out + list(argv[k:])
+        if len(word) > 1 and word[0] == "-" and word[1] != "-" and word != "-h":
+            word = " " + word
+        out.append(word)
+    return out

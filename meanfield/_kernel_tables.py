@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import sympy as sp
 
 from . import quadrature
 from ._bivariate import bivariate_shared
@@ -57,7 +56,6 @@ _DEGREE = 16
 _MAX_PIECES = 64
 _GROUP_RTOL = 1e-12
 _MAX_VARIANCE_NODES = 65  # 5, 9, 17, 33, 65: nested Chebyshev-Lobatto sets
-_OSCILLATION_Q = 50.0
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -288,9 +286,6 @@ def build_plan(fn: Callable, act: Activation, d1: np.ndarray, d2: np.ndarray, e1
     """
     allq = np.concatenate([d1, d2])
     pos = allq[allq > 0]
-    if pos.size and pos.max() > _OSCILLATION_Q and act.expr is not None and act.expr.has(sp.sin, sp.cos):
-        warn(f"{act.name!r} oscillates without end and the variance reaches {pos.max():.3g}: the kernel tables "
-             "may be accurate only to about 1e-7 there (measured at q = 400), not 1e-9 (see meanfield.kernels)")
     if pos.size == 0:
         pos = np.array([1.0])
     centres = _groups(pos)
@@ -387,7 +382,7 @@ def angle_range(K: np.ndarray, d1: np.ndarray, d2: np.ndarray, same: bool) -> tu
     rows = max(1, BLOCK // max(1, K.shape[1]))
     for r in range(0, K.shape[0], rows):
         sl = slice(r, r + rows)
-        s = np.sqrt(d1[sl, None] * d2[None, :])
+        s = np.sqrt(d1[sl, None]) * np.sqrt(d2[None, :])  # the product of two variances above 1e154 overflows
         with np.errstate(divide="ignore", invalid="ignore"):
             c = K[sl] / s
         bad = ~(s > 0)

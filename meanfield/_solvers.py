@@ -44,7 +44,7 @@ def bracketed_roots(F, lo, hi, flo, fhi, rel_tol=1e-14, max_iter=200):
         if active.size == 0:
             break
         a, b, fa, fb = lo[active], hi[active], flo[active], fhi[active]
-        with np.errstate(divide="ignore", invalid="ignore"):  # a flat secant falls back to bisection
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # flat or overflowing: bisection
             xs = (a * fb - b * fa) / (fb - fa)
         width = np.abs(b - a)
         bad = ~np.isfinite(xs) | (xs <= np.minimum(a, b)) | (xs >= np.maximum(a, b))

@@ -29,8 +29,13 @@ import sympy as sp
 from scipy import special
 from sympy.codegen.rewriting import expm1_opt, log1p_opt, optimize
 
+from . import _bounded
+from ._bounded import DerivativeWarning
+from ._growth import growth_rate
+
 __all__ = [
     "Activation",
+    "DerivativeWarning",
     "ActivationLike",
     "activation",
     "activation_names",
@@ -414,6 +419,8 @@ def parse_expression(text: str) -> sp.Expr:
     for node in nodes:  # constants, and functions of constants such as exp(1000), beyond float64
         if node.is_number:
             nodes.skip()
+            if node.is_real is False or node.has(sp.I):  # sqrt(-1): the activation must be real
+                raise _bad(text, f"the constant {node} is not a real number")
             if (abs(sp.N(node, 17)) > _FLOAT_MAX) is sp.true:
                 raise _bad(text, f"the expression overflows (the constant {sp.N(node, 3)} is beyond the float "
                                  "range, about 1.8e308)")
@@ -495,8 +502,10 @@ def _convert(node, text):
             raise _bad(text, f"{name} takes {'at least ' if lower in ('max', 'min') else ''}one argument, got {n}")
         try:
             return _finite(FUNCTIONS[name](*args), node, text)
-        except TypeError as err:
-            raise ValueError(f"bad arguments to {name} in {text!r}: {err}") from None
+        except (TypeError, ValueError) as err:  # sympy's own (Max of constants it cannot compare)
+            if str(err).startswith("cannot use expression"):
+                raise
+            raise ValueError(f"bad arguments to {name} in expression {text!r}: {err}") from None
     raise ValueError(
         f"cannot use {ast.unparse(node)!r} in an activation expression {text!r}: only numbers, x, "
         "pi, e, arithmetic and whitelisted functions are allowed"
@@ -541,7 +550,8 @@ def _pointwise(expr: sp.Expr) -> sp.Expr:
 
 def _lambdify(expr: sp.Expr) -> Callable:
     # exp(a) - 1 and log(1 + a) lose all precision for small a: evaluate them as expm1, log1p
-    expr = optimize(expr, [expm1_opt, log1p_opt])
+    if expr.has(sp.exp, sp.log) and _bounded.small(expr, _bounded.MAX_NODES_REWRITE):
+        expr = optimize(expr, [expm1_opt, log1p_opt])
     raw = sp.lambdify(x, expr, modules=[_NUMERIC, "scipy", "numpy"])
 
     def fn(xs):
@@ -557,12 +567,16 @@ def _kink_points(expr: sp.Expr) -> set[float]:
     points: set[float] = set()
 
     def roots(eq):
-        eq = sp.simplify(eq)
+        if _bounded.small(eq, 40):
+            eq = sp.simplify(eq)
         if not eq.has(x):
             return
         sol = sp.solveset(eq, x, domain=sp.S.Reals)
+        if sol is sp.S.EmptySet:
+            return
         if not isinstance(sol, sp.FiniteSet):
-            raise ValueError(f"cannot locate the non-smooth points of {expr}: {eq} = 0 has solution set {sol}")
+            raise ValueError(f"cannot locate the non-smooth points of the activation {expr}: {eq} = 0 has solution "
+                             f"set {sol}")
         for s in sol:
             points.add(float(s))
 
@@ -583,51 +597,37 @@ def _kink_points(expr: sp.Expr) -> set[float]:
     return points
 
 
-def _growth(fn: Callable, name: str) -> float:
-    """Exponential growth rate of |fn| at large |x|; error if it grows faster than exponentially.
-
-    On each side the rate is the slope of ``log|fn|`` between 100 and 200 (50 and 100 where 200
-    overflows); faster-than-exponential growth shows as a steeper slope over the next stretch, taken
-    as long as an exponential at that rate stays within float range (so ``exp(4 x)``, which
-    overflows at 200, is measured and accepted, and ``exp(x**2)`` is refused).
-    """
-    def log_abs(xs):
-        with np.errstate(all="ignore"):
-            v = np.abs(np.asarray(fn(np.asarray(xs, dtype=float)), dtype=float))
-        return np.where(np.isfinite(v) & (v < 1e300), np.log(np.maximum(v, 1e-300)), np.inf)
-
-    rate = 0.0
-    for side in (1.0, -1.0):
-        l50, l100, l200 = log_abs([50.0 * side, 100.0 * side, 200.0 * side])
-        if not np.isfinite(l100):
-            raise ValueError(
-                f"activation {name!r} overflows at |x| = 100: it grows too fast to be square-integrable "
-                "under a Gaussian of any useful variance"
-            )
-        r1, base, at = ((l200 - l100) / 100.0, l200, 200.0) if np.isfinite(l200) else ((l100 - l50) / 50.0, l100, 100.0)
-        stretch = 200.0 if r1 <= 0.05 else min(200.0, (680.0 - base) / r1)
-        if r1 > 0.05 and stretch >= 10.0:
-            r2 = (log_abs([side * (at + stretch)])[0] - base) / stretch  # inf if it overflowed
-            if r2 > 1.5 * r1 + 0.05:
-                raise ValueError(
-                    f"activation {name!r} grows faster than exponentially (like exp(x**2)): E[phi(u)^2] is "
-                    "infinite for large variances, so it is not square-integrable under the Gaussian"
-                )
-        rate = max(rate, r1 if r1 > 0.05 else 0.0)
-    return float(rate)
-
-
 def _from_expr(expr: sp.Expr, name: str, params=None, table_name=None) -> Activation:
     expr = _rewrite_stable(sp.sympify(expr))
+    # constants such as sigmoid(0.5): numbers now (compiled code outside this module has no sigmoid)
+    expr = expr.replace(lambda n: n.is_number and n.has(sigmoid, softplus, norm_cdf) and not n.is_Atom,
+                        lambda n: sp.Float(sp.N(n.rewrite(sp.exp).rewrite(sp.erf), 20), 17))
     bad = expr.free_symbols - {x}
     if bad:
         raise ValueError(f"expression {name!r} has symbols other than x: {sorted(map(str, bad))}")
     if not expr.is_real and expr.is_real is not None:
         raise ValueError(f"expression {name!r} is not real-valued")
-    dexpr = _pointwise(sp.diff(expr, x))
-    d2expr = _pointwise(sp.diff(dexpr, x))
-    kinks = sorted(_kink_points(expr) | _kink_points(dexpr))
-    phi, dphi, d2phi = _lambdify(expr), _lambdify(dexpr), _lambdify(d2expr)
+    budget = _bounded.Budget()
+    dexpr = d2expr = None
+    if _bounded.small(expr, _bounded.MAX_NODES_DERIVE):
+        dexpr = _pointwise(sp.diff(expr, x))
+        if budget.left() and _bounded.small(dexpr, _bounded.MAX_NODES_DERIVE2):
+            d2expr = _pointwise(sp.diff(dexpr, x))
+    kinks = sorted(_kink_points(expr) | (_kink_points(dexpr) if dexpr is not None else set()))
+    phi = _lambdify(expr)
+    dphi = _lambdify(dexpr) if dexpr is not None and budget.left() else None
+    d2phi = _lambdify(d2expr) if d2expr is not None and dphi is not None and budget.left() else None
+    if dphi is None:  # too costly for sympy: numerical derivatives of phi
+        dexpr = d2expr = None
+        _bounded.warn_numeric(name, "phi' and phi''", "phi is too large to differentiate symbolically")
+        dphi = _bounded.numeric_derivative(phi, kinks, order=1)
+    if d2phi is None:
+        d2expr = None
+        if dexpr is not None:
+            _bounded.warn_numeric(name, "phi''", "phi' is too large to differentiate symbolically")
+            d2phi = _bounded.numeric_derivative(dphi, kinks, order=1)
+        else:
+            d2phi = _bounded.numeric_derivative(phi, kinks, order=2)
     probe = np.linspace(-5.0, 5.0, 101)
     vals = phi(probe)
     if not np.all(np.isfinite(vals)):
@@ -639,7 +639,7 @@ def _from_expr(expr: sp.Expr, name: str, params=None, table_name=None) -> Activa
         left, right = phi(np.array([k - h, k + h]))
         if abs(right - left) > 1e-6 * max(1.0, abs(left), abs(right)):
             continuous = False
-    rate = max(_growth(phi, name), _growth(dphi, name) if continuous else 0.0)
+    rate = max(growth_rate(phi, name), growth_rate(dphi, name) if continuous else 0.0)
     slopes = None
     if rate == 0.0 and continuous:
         far = dphi(np.array([1e6, -1e6]))
@@ -687,9 +687,9 @@ def _from_callable(fn, dphi, d2phi, kinks) -> Activation:
         return g
 
     phi = wrap(fn)
-    rate = _growth(phi, name)
+    rate = growth_rate(phi, name)
     if dphi is not None:
-        rate = max(rate, _growth(wrap(dphi), name))
+        rate = max(rate, growth_rate(wrap(dphi), name))
     return Activation(name=name, phi=phi, dphi=wrap(dphi), d2phi=wrap(d2phi), kinks=kinks, exp_rate=rate)
 
 

@@ -663,8 +663,10 @@ def main(argv=None) -> int:
     if threading.current_thread() is threading.main_thread():
         # SIGTERM unwinds like an exception, so a file being written is removed, not left half-done
         signal.signal(signal.SIGTERM, _terminated)
+    from ._cli_text import leading_minus_as_values
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(leading_minus_as_values(sys.argv[1:] if argv is None else list(argv)))
     if args.command is None:
         parser.print_help()
         return 2

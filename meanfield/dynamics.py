@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _validate
+from . import _bounded, _validate
 from .activations import ActivationLike, activation
 from .architecture import network
 from .fixed_points import solve_q_star
@@ -70,6 +70,21 @@ def _check_size(n_floats, memory_limit, what):
     if 8.0 * n_floats > limit:
         raise ValueError(f"{what} would need {_validate.format_bytes(8.0 * n_floats)} for its per-layer arrays, more "
                          f"than memory_limit = {_validate.format_bytes(limit)}: use fewer layers or raise memory_limit")
+
+
+def _settled(arrays, layer: int) -> bool:
+    """Whether layer ``layer`` repeats layer ``layer - 1`` or ``layer - 2`` bitwise; if so, fill the rest.
+
+    The layer maps do not depend on the layer, so a state met before repeats with the same period
+    (a fixed point, or a two-cycle in the last bit) for ever.
+    """
+    for period in (1, 2):
+        if all(np.array_equal(a[layer], a[layer - period], equal_nan=True) for a in arrays):
+            for a in arrays:
+                for k in range(period):
+                    a[layer + 1 + k::period] = a[layer + 1 + k - period]
+            return True
+    return False
 
 
 def propagate(act: ActivationLike, q0: ArrayLike | tuple = 1.0, c0: ArrayLike = 0.5, depth: int = 50,
@@ -124,9 +139,14 @@ def propagate(act: ActivationLike, q0: ArrayLike | tuple = 1.0, c0: ArrayLike = 
     q12 = np.empty_like(q1)
     c = np.empty_like(q1)
     q1[0], q2[0], c[0] = qa, qb, c0
-    q12[0] = c0 * np.sqrt(qa * qb)
+    q12[0] = c0 * (np.sqrt(qa) * np.sqrt(qb))  # the product of two variances above 1e154 would overflow
     rule, E = Dense(act, sw, sb, rho), core_expectations(act, method)
+    clock = _bounded.LayerClock("propagate", depth)
+    arrays = (q1, q2, q12, c)
     for layer in range(1, depth + 1):
+        if layer >= 3 and _settled(arrays, layer - 1):  # the map is autonomous: the rest repeats
+            break
+        clock.tick(layer - 1)
         a, b, cc = q1[layer - 1], q2[layer - 1], c[layer - 1]
         # a variance past float64's range (a divergent network, e.g. relu with sigma_w2 > 2 after
         # ~1750 layers) stays inf, and its correlation follows the map's q = inf limit
@@ -370,7 +390,9 @@ def gradient_growth(act: ActivationLike, depth: int = 100, sigma_w2: float = 1.7
         block, E = Residual(act, sw, sb, sv, sa), core_expectations(act, method)
         q = np.full(depth, np.inf)
         per = np.empty(depth)
+        clock = _bounded.LayerClock("gradient_growth (residual)", depth)
         for i in range(depth):
+            clock.tick(i)
             with np.errstate(over="ignore"):
                 q[i] = sw * p + sb
             if not math.isfinite(q[i]):  # the variance has left float range: the limits from here on
@@ -392,13 +414,19 @@ def gradient_growth(act: ActivationLike, depth: int = 100, sigma_w2: float = 1.7
     else:
         qcur = _validate.scalar("q0", _validate.nonnegative("q0", q0))
         q = np.full(depth, np.inf)  # a variance that leaves float range stays inf (a divergent network)
+        clock = _bounded.LayerClock("gradient_growth", depth)
         for i in range(depth):
+            clock.tick(i)
             q[i] = qcur
             with np.errstate(over="ignore"):
                 qcur = float(rule.q_map(qcur, E))
             if not math.isfinite(qcur):
                 break
-        per = rule.backward(q, E)
+            if qcur == q[i]:  # the fixed point, to the last bit: every later layer repeats it
+                q[i + 1:] = qcur
+                break
+        values, where = np.unique(q, return_inverse=True)
+        per = rule.backward(values, E)[where]
     with np.errstate(over="ignore", under="ignore"):
         total = np.exp(np.cumsum(np.log(per))) if np.all(per > 0) else np.cumprod(per)
     return GradientGrowth(act.name, sw, sb, rho, False, None, None, layers, per, total, q, float(per[-1]))

@@ -170,7 +170,10 @@ class NetworkSpec:
         self.sigma_a2 = checks.variance(sigma_a2, "sigma_a2", positive=False)
         if self.residual and len(set(self.widths)) != 1:
             raise ValueError(f"a residual network needs equal widths, got {list(self.widths)}")
-        dt = np.dtype(dtype)
+        try:
+            dt = np.dtype(dtype)
+        except (TypeError, ValueError):
+            raise ValueError(f"dtype must be float64 or float32, got {dtype!r}") from None
         if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
             raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
         self.dtype = dt

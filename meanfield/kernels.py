@@ -70,11 +70,12 @@ Without a closed form every layer is done in three steps:
    O(n1 n2).  Table nodes and blocks of rows are spread over threads (the CPUs the process may
    use, at most 8; :mod:`meanfield._threads`).
 
-Limitation: the panels resolve the activation's features near the origin (within about 12) and
-the Gaussian on the scale of its standard deviation.  An activation that oscillates without end
-(``sin(x)`` inside a non-closed-form expression) at large variances (q above about 100) needs
-finer panels than this rule uses (errors of 1e-7 at q = 400): a KernelWarning says so above
-q = 50.  The closed forms of ``sin`` and ``cos`` themselves are exact.
+The panels resolve the activation's features near the origin (within about 12), the Gaussian on
+the scale of its standard deviation and, for an activation that oscillates, its waves: where it
+oscillates, panels are at most 1.2 times the shortest distance between its extrema (so the cost
+grows with frequency times standard deviation, squared).  Typed ``sin(7*x)`` at q = 6.45 is exact
+to rounding; past 2000 such panels per axis a KernelWarning says the error may exceed the
+tolerance.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import symbolic
+from . import _bounded, symbolic
 from ._kernel_args import check
 from ._kernel_tables import BLOCK, KernelWarning, angle_range, apply_plan, build_plan, mirror_upper, zero_variance_fix
 from .activations import Activation, ActivationLike
@@ -213,9 +214,14 @@ def _recursion(X1, X2, same, layer: Dense, depth, method, want_ntk):
     Theta, t1, t2 = (K.copy(), d1.copy(), d2.copy()) if want_ntk else (None, None, None)
     phi = _Moments(layer.act, 0, method, same)
     dphi = _Moments(layer.act, 1, method, same) if want_ntk else None
+    clock = _bounded.LayerClock("the kernel recursion", depth, horizon=MAX_LAYERS)
     for layer_number in range(1, depth + 1):
+        clock.tick(layer_number - 1)
         angles = None if phi.closed else angle_range(K, d1, d2, same)
         V1, V2 = phi.second(d1, d2)  # E[phi(u)^2] on the diagonals
+        with np.errstate(over="ignore"):  # the next variances must be finite before any table is built
+            if not (np.all(np.isfinite(layer.variance(V1))) and np.all(np.isfinite(layer.variance(V2)))):
+                raise _beyond_float(layer_number, depth, layer)
         with np.errstate(over="ignore"):  # an overflow is caught below, with the layer it happened at
             C = phi.products(K, d1, d2, V1, V2, angles)  # E[phi(u) phi(u')] at every entry
         if want_ntk:
@@ -233,9 +239,7 @@ def _recursion(X1, X2, same, layer: Dense, depth, method, want_ntk):
                  and np.array_equal(d2, d_prev[1]))
         del K_prev, d_prev
         if not (np.all(np.isfinite(d1)) and np.all(np.isfinite(d2)) and np.isfinite(K).all()):
-            raise ValueError(f"the kernel's variances exceed float64's range at layer {layer_number} of {depth}: "
-                             f"the network diverges at sigma_w2 = {layer.sigma_w2:g}, sigma_b2 = "
-                             f"{layer.sigma_b2:g}; use fewer layers or a smaller sigma_w2")
+            raise _beyond_float(layer_number, depth, layer)
         if want_ntk:
             Theta = layer.ntk_from(K, Dc, Theta)  # Theta^l = K^l + sigma_w2 E[phi'(u) phi'(u')] Theta^{l-1}
             t1 = layer.ntk_from(d1, D1, t1)
@@ -262,6 +266,12 @@ def _recursion(X1, X2, same, layer: Dense, depth, method, want_ntk):
     return K, Theta
 
 
+def _beyond_float(layer_number, depth, layer) -> ValueError:
+    return ValueError(f"the kernel's variances exceed float64's range at layer {layer_number} of {depth}: "
+                      f"the network diverges at sigma_w2 = {layer.sigma_w2:g}, sigma_b2 = "
+                      f"{layer.sigma_b2:g}; use fewer layers or a smaller sigma_w2")
+
+
 def _affine_power(theta, k, a, n):
     """``n`` steps of ``theta -> k + a theta`` (elementwise): ``a^n theta + k (1 + a + ... + a^(n-1))``."""
     a = np.asarray(a, dtype=float)
@@ -276,9 +286,13 @@ def _affine_power(theta, k, a, n):
 def _input_layer(X1, X2, same, sw, sb):
     """``K^0 = sigma_b2 + sigma_w2 x.x'/d_in`` and its diagonals (exactly symmetric when X2 is X1)."""
     d_in = X1.shape[1]
-    K = sb + sw * (X1 @ X2.T) / d_in
-    d1 = sb + sw * np.einsum("ij,ij->i", X1, X1) / d_in
-    d2 = d1 if same else sb + sw * np.einsum("ij,ij->i", X2, X2) / d_in
+    with np.errstate(over="ignore", invalid="ignore"):
+        K = sb + sw * (X1 @ X2.T) / d_in
+        d1 = sb + sw * np.einsum("ij,ij->i", X1, X1) / d_in
+        d2 = d1 if same else sb + sw * np.einsum("ij,ij->i", X2, X2) / d_in
+    if not (np.isfinite(K).all() and np.isfinite(d1).all() and np.isfinite(d2).all()):
+        raise ValueError("the inputs X1, X2 are too large: sigma_w2 x.x'/d_in + sigma_b2 exceeds float64's range "
+                         "(about 1.8e308); rescale X")
     if same:
         np.fill_diagonal(K, d1)
         K = 0.5 * (K + K.T)

@@ -196,8 +196,9 @@ class Dense:
         ``sigma_b2 = q - sigma_w2/rho V`` (Hayou et al. 2019, Sec. 2; Schoenholz et al. 2017,
         Fig. 1).  Points with ``sigma_b2 < 0`` are not realisable.
         """
-        sw = 1.0 / D
-        return sw, q - sw / rho * V
+        with np.errstate(over="ignore", divide="ignore"):  # a tiny rho: sigma_b2 -> -inf, not realisable
+            sw = 1.0 / D
+            return sw, q - sw / rho * V
 
     def select(self, idx) -> Dense:
         """The layers of points ``idx`` (for array-valued variances)."""

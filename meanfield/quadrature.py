@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["QuadratureWarning", "integrate", "expect_1d", "expect_2d", "RTOL"]
+__all__ = ["QuadratureWarning", "integrate", "expect_1d", "expect_2d", "z_range", "RTOL"]
 
 #: Default relative tolerance, relative to the integral of |integrand|.
 RTOL = 1e-12
@@ -182,11 +182,41 @@ def _values(result):
     return f, f_abs
 
 
-def _gauss_panels(mean, sd, kinks, exp_rate):
+_Z_PROBE = np.linspace(0.0, 60.0, 121)
+#: Ratio (as a logarithm) to the peak of |F(u)| times the density below which the tail is left out.
+_TAIL_LOG = 41.0
+
+
+def z_range(F, sd, mean=0.0, base=Z_RANGE) -> float:
+    """Half-width, in standard deviations, that holds all of ``E[F(u)]`` but 1e-18 of its peak.
+
+    ``base`` (10), or more where ``|F(mean + z sd)| exp(-z^2 / 2)`` is still within ``exp(-41)`` of
+    its peak beyond it: a polynomial of high degree k has its mass near ``z = sqrt(k)``, so ``x**64``
+    squared needs 20 standard deviations.  ``sd`` may be an array: the smallest and largest are
+    probed.  Exponential growth is left to the callers' ``exp_rate`` widening (values that overflow
+    are not counted).
+    """
+    sd = np.asarray(sd, dtype=float)
+    sd = sd[np.isfinite(sd) & (sd > 0)]
+    if sd.size == 0:
+        return base
+    scales = np.array([sd.min(), sd.max(), -sd.min(), -sd.max()])  # both sides, one call of F
+    with np.errstate(all="ignore"):
+        v = np.abs(np.asarray(F((mean + scales[:, None] * _Z_PROBE).ravel()), dtype=float)).reshape(4, -1)
+        logf = np.where(np.isfinite(v) & (v > 0), np.log(np.where(v > 0, v, 1.0)), -np.inf) - 0.5 * _Z_PROBE**2
+    need = base
+    for row in logf:
+        if np.isfinite(row).any():
+            alive = np.flatnonzero(row >= np.max(row) - _TAIL_LOG)
+            need = max(need, float(_Z_PROBE[alive[-1]]) + 1.0)
+    return need
+
+
+def _gauss_panels(mean, sd, kinks, exp_rate, zr=Z_RANGE):
     """Initial panels for E[F(u)], u ~ N(mean, sd^2), one row of breakpoints per integral."""
     mean = np.asarray(mean, dtype=float)
     sd = np.asarray(sd, dtype=float)
-    reach = Z_RANGE * sd + exp_rate * sd * sd
+    reach = zr * sd + exp_rate * sd * sd
     lo, hi = mean - reach, mean + reach
     pts = [lo[:, None], hi[:, None], mean[:, None] + sd[:, None] * _CUTS_SD]
     pts.append(np.broadcast_to(_CUTS_ABS, (mean.size, _CUTS_ABS.size)))
@@ -241,7 +271,8 @@ def expect_1d(F, mean, var, kinks=(), exp_rate=0.0, rtol=RTOL, jumps=True):
     if idx.size:
         sd = np.sqrt(var[idx])
         m = mean[idx]
-        breaks, owner = _gauss_panels(m, sd, kinks, exp_rate)
+        zr = z_range(F, sd, float(m[np.argmax(sd)]))
+        breaks, owner = _gauss_panels(m, sd, kinks, exp_rate, zr)
         norm = 1.0 / (np.sqrt(2.0 * np.pi) * sd)
 
         def integrand(u, own):
@@ -306,7 +337,9 @@ def expect_2d(h, q1, q2, q12=None, kinks1=(), kinks2=(), exp_rate=0.0, rtol=RTOL
         sd1 = np.sqrt(q1[full])
         b = beta[full]
         csd = np.sqrt(cond_var[full])
-        breaks, owner = _gauss_panels(np.zeros(full.size), sd1, kinks1, exp_rate)
+        # the range from the growth of h along the diagonal (u1 = u2), the steepest direction of a product
+        zr = z_range(lambda u: h(u, u), np.sqrt(np.maximum(q1[full], q2[full])))
+        breaks, owner = _gauss_panels(np.zeros(full.size), sd1, kinks1, exp_rate, zr)
         extra = []
         # where the inner smoothing is narrow, H(u1) bends within a few conditional standard
         # deviations (in u1: csd/|beta|) of beta u1 = k: cut there, at the scale of the bend
@@ -327,7 +360,7 @@ def expect_2d(h, q1, q2, q12=None, kinks1=(), kinks2=(), exp_rate=0.0, rtol=RTOL
             m = b[own, None] * u1
             s = np.broadcast_to(csd[own, None], u1.shape)
             a_in = np.broadcast_to(atol[own, None], u1.shape).ravel()
-            inner, inner_abs = _conditional(h, u1.ravel(), m.ravel(), s.ravel(), kinks2, exp_rate, rtol, a_in)
+            inner, inner_abs = _conditional(h, u1.ravel(), m.ravel(), s.ravel(), kinks2, exp_rate, rtol, a_in, zr)
             zz = u1 / sd1[own, None]
             w = np.exp(-0.5 * zz * zz) * norm[own, None]
             return inner.reshape(u1.shape) * w, inner_abs.reshape(u1.shape) * w
@@ -349,9 +382,9 @@ def _rough_abs_mean(h, sd1, b, csd, n=24):
     return np.einsum("kij,i,j->k", vals, w, w)
 
 
-def _conditional(h, u1, mean, sd, kinks2, exp_rate, rtol, atol=0.0):
+def _conditional(h, u1, mean, sd, kinks2, exp_rate, rtol, atol=0.0, zr=Z_RANGE):
     """E[h(u1, u2)] over u2 ~ N(mean, sd^2), one integral per entry of u1."""
-    breaks, owner = _gauss_panels(mean, sd, kinks2, exp_rate)
+    breaks, owner = _gauss_panels(mean, sd, kinks2, exp_rate, zr)
     norm = 1.0 / (np.sqrt(2.0 * np.pi) * sd)
 
     def integrand(u2, own):

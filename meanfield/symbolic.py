@@ -24,6 +24,7 @@ import numpy as np
 import sympy as sp
 from sympy.codegen.cfunctions import expm1
 
+from . import _bounded
 from .activations import Activation, activation, x
 
 __all__ = ["closed_form", "bivariate_expr", "numeric", "QUANTITIES"]
@@ -50,6 +51,8 @@ def _relu_coeffs(act: Activation):
         return None
     t = sp.Symbol("t", positive=True)
     a, b = sp.nsimplify(act.slopes[0]), -sp.nsimplify(act.slopes[1])
+    if not _bounded.is_relu_pair(act, float(a), float(b)):
+        return None
     try:
         if sp.simplify(act.expr.subs(x, t) - a * t) == 0 and sp.simplify(act.expr.subs(x, -t) - b * t) == 0:
             return a, b
@@ -85,7 +88,7 @@ def _poly_expectation(p: sp.Expr) -> sp.Expr:
 def _bivariate_c(act: Activation, order: int):
     """The table entry in the symbols q1, q2 and c (q12 = c sqrt(q1 q2)), or None."""
     expr = act.expr
-    if expr is None:
+    if expr is None or not _bounded.closed_form_affordable(act):
         return None
     s12 = c * sp.sqrt(q1) * sp.sqrt(q2)
     if expr.is_polynomial(x):
@@ -193,8 +196,12 @@ def numeric(act: Activation, kind: str):
             if sp.count_ops(v) < 200:  # e.g. erf: the raw derivative cancels to 1e-8 at q = 1e8
                 v = sp.simplify(v)
         f = sp.lambdify(q, v, modules=["scipy", "numpy"])
-        return lambda qq: np.broadcast_to(np.asarray(f(np.asarray(qq, dtype=float)), dtype=float),
-                                          np.shape(qq)).copy()
+
+        def fn1(qq):
+            with np.errstate(over="ignore", under="ignore"):  # products of variances near 1e300: their limits
+                return np.broadcast_to(np.asarray(f(np.asarray(qq, dtype=float)), dtype=float), np.shape(qq)).copy()
+
+        return fn1
     e = _bivariate_c(act, 0 if kind == "cov" else 1)
     if e is None:
         return None
@@ -203,7 +210,7 @@ def numeric(act: Activation, kind: str):
     def fn(a, b, ab):
         a, b, ab = np.broadcast_arrays(*(np.asarray(t, dtype=float) for t in (a, b, ab)))
         s = np.sqrt(a) * np.sqrt(b)  # the product of two variances above 1e154 would overflow
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
             cc = np.clip(np.where(s > 0, ab / np.where(s > 0, s, 1.0), 0.0), -1.0, 1.0)
             out = f(a, b, cc)
         return np.broadcast_to(np.asarray(out, dtype=float), a.shape).copy()
