@@ -624,6 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_spectrum(sub, _add_common, _cmd_spectrum)
 
+    from ._cli_kernel import add_parser as add_kernel
+
+    add_kernel(sub, _add_common, _activation)
+
     a = sub.add_parser("activations", help="list the activation table",
                        description="The named activations, their formulas and parameters (set them with --param).")
     a.add_argument("--json", action="store_true", help="machine-readable output")
