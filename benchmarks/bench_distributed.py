@@ -1,6 +1,7 @@
 """Benchmark: an n x n tanh NNGP at depth 10 by blocks (meanfield.blocked), written to zarr.
 
-Run ``python benchmarks/bench_distributed.py [n] [block]`` (default 5000, 1000).  In one run:
+Run ``python benchmarks/bench_distributed.py [n] [block] [--cluster-only] [--two-workers]`` (default
+5000, 1000).  In one run:
 
 - the in-memory kernel (``meanfield.nngp``, threads on every core) where it fits, as the baseline;
 - ``nngp_blocks`` on Dask's threaded scheduler (the default, every local core);
@@ -59,9 +60,11 @@ def run_blocks(X, block, client, where):
 
 
 def main():
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
-    block = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
-    only_cluster = "--cluster-only" in sys.argv
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    n = int(args[0]) if args else 5000
+    block = int(args[1]) if len(args) > 1 else 1000
+    only_cluster = "--cluster-only" in sys.argv  # only the LocalCluster runs
+    n_workers = (2,) if "--two-workers" in sys.argv else (1, 2)
     from distributed import Client, LocalCluster
 
     print(f"# {n} x {n} tanh NNGP, depth {DEPTH}, d = {D}, block {block}; {platform.machine()}, "
@@ -82,7 +85,7 @@ def main():
                 s, z = run_blocks(Y, block, None, where)
                 print(f"| threaded scheduler, {label} | {s:.1f} | {n * n / s:.3g} | {_peak_rss_mb():.0f} MB "
                       f"(process) | {check_rows(Y, z):.1e} |", flush=True)
-        for workers in (1, 2):
+        for workers in n_workers:
             with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                               memory_limit="2GB") as cluster, Client(cluster) as client:
                 client.run(lambda: __import__("meanfield.blocked"))

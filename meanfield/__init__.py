@@ -75,6 +75,7 @@ __all__ = [
     "SpectrumWarning",
     "spectrum",
     "runner",
+    "blocked",
     "analyze",
     "MeanFieldPoint",
     "ConvergenceWarning",
@@ -129,7 +130,7 @@ _LAZY = {
     "SpectrumWarning": "spectrum",
 }
 _SUBMODULES = ("empirical", "plotting", "diagram", "dynamics", "kernels", "gp", "layers", "architecture",
-               "gradients", "batchnorm", "spectrum", "runner")
+               "gradients", "batchnorm", "spectrum", "runner", "blocked")
 
 
 def __getattr__(name):

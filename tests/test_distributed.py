@@ -130,7 +130,7 @@ def test_kernel_larger_than_a_workers_memory_completes_by_blocks(client, tmp_pat
 
 @pytest.mark.slow
 def test_killed_worker_tasks_are_recomputed_and_the_store_is_complete(client, tmp_path):
-    X = _inputs(300, seed=7)
+    X = _inputs(200, seed=7, norms=(1.0,))
     started = threading.Event()
 
     def progress(done, total):
