@@ -64,7 +64,8 @@ def nngp_blocks(X1: ArrayLike, X2: ArrayLike | None = None, act: ActivationLike 
     client : distributed.Client, str or None
         A Dask client, or a scheduler address such as ``"tcp://host:8786"`` (connected to and
         closed afterwards; ValueError if it cannot be reached).  None: the local cores (Dask's
-        threaded scheduler).
+        threaded scheduler).  It runs the blocks written to ``out``; a lazy dask array (no ``out``)
+        runs wherever it is computed (``.compute(scheduler=client)``).
     out : path, optional
         Write the kernel to this zarr store (chunks = blocks) and return it opened read-only.
         The store is written beside the target under a temporary name and renamed when complete:
