@@ -7,7 +7,7 @@ Run ``python benchmarks/bench_distributed.py [n] [block] [--cluster-only] [--two
 - ``nngp_blocks`` on Dask's threaded scheduler (the default, every local core);
 - ``nngp_blocks`` on a ``distributed.LocalCluster`` of 1 and then 2 single-threaded worker
   processes (the scaling from 1 to 2 workers), each worker's peak resident memory read from the
-  worker process itself (``ru_maxrss``) at the end.
+  worker process itself (``VmHWM``) at the end.
 
 Inputs: d = 64, Gaussian rows scaled to one common norm (the common case of normalised data), and
 for the threaded scheduler also raw Gaussian rows (every input its own norm).  sigma_w2 = 1.76,
@@ -40,6 +40,14 @@ def inputs(n, common_norm=True):
 
 
 def _peak_rss_mb():
+    """Peak resident memory of this process (VmHWM: unlike ru_maxrss, not inherited from a forking parent)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:  # not Linux
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
