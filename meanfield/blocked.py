@@ -207,7 +207,10 @@ def _array(dask, da, tasks, n1, n2, same):
 
 def _write(dask, tasks, state, n1, n2, block, path, overwrite, client, progress, attrs):
     """Write every block into a temporary zarr store beside ``path``, then rename it to ``path``."""
-    import zarr
+    try:
+        import zarr
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("writing a kernel to a zarr store needs zarr: pip install 'meanfield[distributed]'") from err
 
     parent, name = os.path.split(path)
     tmp = os.path.join(parent, f".{name}.partial-{uuid.uuid4().hex[:12]}")
