@@ -151,6 +151,7 @@ def test_killed_worker_tasks_are_recomputed_and_the_store_is_complete(client, tm
     assert started.wait(120)
     pid = next(iter(client.run(os.getpid).values()))
     os.kill(pid, signal.SIGKILL)
+    assert thread.is_alive()  # the worker died mid-run
     thread.join(300)
     assert "error" not in result, result.get("error")
     _close(mf.nngp(X, None, "tanh", 10, SW, SB), result["z"][:])
