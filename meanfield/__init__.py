@@ -80,6 +80,7 @@ __all__ = [
     "SpectrumWarning",
     "spectrum",
     "runner",
+    "blocked",
     "analyze",
     "MeanFieldPoint",
     "ConvergenceWarning",
@@ -145,7 +146,7 @@ _LAZY = {
     "Trainability": "trained_depth",
 }
 _SUBMODULES = ("empirical", "plotting", "diagram", "dynamics", "kernels", "gp", "layers", "architecture",
-               "gradients", "batchnorm", "spectrum", "runner", "training", "trained_depth")
+               "gradients", "batchnorm", "spectrum", "runner", "training", "trained_depth", "blocked")
 
 
 def __getattr__(name):

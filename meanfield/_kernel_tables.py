@@ -356,11 +356,13 @@ def _variance_envelope(coef):
     return np.maximum(C.max(axis=(0, 1, 3)), C.max(axis=(0, 1, 2)))
 
 
-def apply_plan(plan: Plan, K: np.ndarray, d1: np.ndarray, d2: np.ndarray, out: np.ndarray, same: bool) -> np.ndarray:
+def apply_plan(plan: Plan, K: np.ndarray, d1: np.ndarray, d2: np.ndarray, out: np.ndarray, same: bool,
+               threads: bool = True) -> np.ndarray:
     """Evaluate the tables of ``plan`` at every entry of ``K`` (variances ``d1``, ``d2``) into ``out``.
 
     With ``same`` (a symmetric kernel) only the upper triangle is evaluated and then mirrored, so
-    ``out`` is exactly symmetric.  Blocks of rows run on the thread pool.
+    ``out`` is exactly symmetric.  Blocks of rows run on the thread pool (in this thread without
+    ``threads``).
     """
     tab = plan.tables
     rows = max(1, min(BLOCK // max(1, K.shape[1]), -(-K.shape[0] // (4 * workers()))))
@@ -370,7 +372,7 @@ def apply_plan(plan: Plan, K: np.ndarray, d1: np.ndarray, d2: np.ndarray, out: n
         _eval_tables(K[sl], d1[sl], d2, plan.idx1[sl], plan.w1[sl], plan.idx2, plan.w2, tab.coef, tab.breaks,
                      tab.ndeg, r, same, out[sl])
 
-    run(block, range(0, K.shape[0], rows))
+    run(block, range(0, K.shape[0], rows), threads)
     if same:
         mirror_upper(out)
     return out

@@ -630,6 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_trainability(sub, _add_common, dict(activation=_activation, dump_json=_dump_json, progress=_ProgressBar,
                                             save_figure=_save_figure, check_writable=_check_writable))
+    from ._cli_kernel import add_parser as add_kernel
+
+    add_kernel(sub, _add_common, _activation)
 
     a = sub.add_parser("activations", help="list the activation table",
                        description="The named activations, their formulas and parameters (set them with --param).")

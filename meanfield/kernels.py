@@ -83,11 +83,11 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _bounded, symbolic
+from . import _bounded
 from ._kernel_args import check
-from ._kernel_tables import BLOCK, KernelWarning, angle_range, apply_plan, build_plan, mirror_upper, zero_variance_fix
-from .activations import Activation, ActivationLike
-from .expectations import expectation
+from ._kernel_steps import Moments, affine_power, input_layer
+from ._kernel_tables import KernelWarning, angle_range
+from .activations import ActivationLike
 from .layers import Dense
 
 __all__ = ["nngp", "ntk", "KernelWarning", "MAX_LAYERS"]
@@ -210,10 +210,10 @@ def _recursion(X1, X2, same, layer: Dense, depth, method, want_ntk):
     ``Theta' = K + a Theta`` with fixed ``a = sigma_w2 E[phi'(u) phi'(u')]``, summed in closed form
     (``Theta^L = a^n Theta + K (1 - a^n)/(1 - a)``), so very deep kernels cost what convergence costs.
     """
-    K, d1, d2 = _input_layer(X1, X2, same, layer.sigma_w2, layer.sigma_b2)
+    K, d1, d2 = input_layer(X1, X2, same, layer.sigma_w2, layer.sigma_b2)
     Theta, t1, t2 = (K.copy(), d1.copy(), d2.copy()) if want_ntk else (None, None, None)
-    phi = _Moments(layer.act, 0, method, same)
-    dphi = _Moments(layer.act, 1, method, same) if want_ntk else None
+    phi = Moments(layer.act, 0, method, same)
+    dphi = Moments(layer.act, 1, method, same) if want_ntk else None
     clock = _bounded.LayerClock("the kernel recursion", depth, horizon=MAX_LAYERS)
     for layer_number in range(1, depth + 1):
         clock.tick(layer_number - 1)
@@ -248,9 +248,9 @@ def _recursion(X1, X2, same, layer: Dense, depth, method, want_ntk):
                 np.fill_diagonal(Theta, t1)
             if fixed and layer_number < depth:  # the same affine step for the remaining layers
                 n = depth - layer_number
-                Theta = _affine_power(Theta, K, layer.sigma_w2 * Dc, n)
-                t1 = _affine_power(t1, d1, layer.sigma_w2 * D1, n)
-                t2 = t1 if same else _affine_power(t2, d2, layer.sigma_w2 * D2, n)
+                Theta = affine_power(Theta, K, layer.sigma_w2 * Dc, n)
+                t1 = affine_power(t1, d1, layer.sigma_w2 * D1, n)
+                t2 = t1 if same else affine_power(t2, d2, layer.sigma_w2 * D2, n)
                 if same:
                     np.fill_diagonal(Theta, t1)
                 if not (np.isfinite(Theta).all() and np.all(np.isfinite(t1)) and np.all(np.isfinite(t2))):
@@ -270,73 +270,3 @@ def _beyond_float(layer_number, depth, layer) -> ValueError:
     return ValueError(f"the kernel's variances exceed float64's range at layer {layer_number} of {depth}: "
                       f"the network diverges at sigma_w2 = {layer.sigma_w2:g}, sigma_b2 = "
                       f"{layer.sigma_b2:g}; use fewer layers or a smaller sigma_w2")
-
-
-def _affine_power(theta, k, a, n):
-    """``n`` steps of ``theta -> k + a theta`` (elementwise): ``a^n theta + k (1 + a + ... + a^(n-1))``."""
-    a = np.asarray(a, dtype=float)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        an = np.power(a, n)
-        near = np.abs(1.0 - a) < 1e-8  # the geometric sum to second order in (a - 1)
-        geo = np.where(near, n * (1.0 + 0.5 * (n - 1) * (a - 1.0)),
-                       (1.0 - an) / np.where(near, 1.0, 1.0 - a))
-        return an * theta + k * geo
-
-
-def _input_layer(X1, X2, same, sw, sb):
-    """``K^0 = sigma_b2 + sigma_w2 x.x'/d_in`` and its diagonals (exactly symmetric when X2 is X1)."""
-    d_in = X1.shape[1]
-    with np.errstate(over="ignore", invalid="ignore"):
-        K = sb + sw * (X1 @ X2.T) / d_in
-        d1 = sb + sw * np.einsum("ij,ij->i", X1, X1) / d_in
-        d2 = d1 if same else sb + sw * np.einsum("ij,ij->i", X2, X2) / d_in
-    if not (np.isfinite(K).all() and np.isfinite(d1).all() and np.isfinite(d2).all()):
-        raise ValueError("the inputs X1, X2 are too large: sigma_w2 x.x'/d_in + sigma_b2 exceeds float64's range "
-                         "(about 1.8e308); rescale X")
-    if same:
-        np.fill_diagonal(K, d1)
-        K = 0.5 * (K + K.T)
-    return K, d1, d2
-
-
-class _Moments:
-    """The Gaussian expectations of one layer for ``f = phi`` (order 0) or ``phi'`` (order 1).
-
-    :meth:`second` gives ``E[f(u)^2]`` on the diagonals; :meth:`products` gives ``E[f(u) f(u')]``
-    at every entry of a kernel: by the closed form (upper triangle, mirrored, when X2 is X1), or
-    by the tables of :mod:`meanfield._kernel_tables` on the given range of angles.
-    """
-
-    def __init__(self, act: Activation, order: int, method: str, same: bool):
-        self.act, self.method, self.same = act, method, same
-        self.f = act.phi if order == 0 else act.derivative(1)
-        self.kind = "phi2" if order == 0 else "dphi2"
-        closed = method != "quadrature" and symbolic.has_closed_form(act)
-        self.closed = symbolic.numeric(act, "cov" if order == 0 else "dcov") if closed else None
-
-    def second(self, d1, d2):
-        """``E[f(u)^2]``, ``u ~ N(0, q)``, at the variances ``d1`` and ``d2`` of the rows and columns."""
-        m1 = self.second_moment(d1)
-        return m1, (m1 if self.same else self.second_moment(d2))
-
-    def second_moment(self, q):
-        """``E[f(u)^2]``, ``u ~ N(0, q)``, computed at the distinct values of q only."""
-        u, inv = np.unique(q, return_inverse=True)
-        return expectation(self.act, self.kind, u, method=self.method)[inv.ravel()]
-
-    def products(self, K, d1, d2, m1, m2, angles):
-        """``E[f(u) f(u')]`` on every entry of ``K`` (variances ``d1``, ``d2``; ``m = E[f^2]`` there)."""
-        out = np.empty_like(K)
-        if self.closed is not None:
-            rows = max(1, BLOCK // max(1, K.shape[1]))
-            for r in range(0, K.shape[0], rows):
-                sl = slice(r, r + rows)
-                cs = slice(r if self.same else 0, None)  # X2 is X1: the upper block triangle, mirrored below
-                out[sl, cs] = self.closed(d1[sl, None], d2[None, cs], K[sl, cs])
-            if self.same:
-                mirror_upper(out)
-            return out
-        plan = build_plan(self.f, self.act, d1, d2, m1, m2, *angles, self.second_moment)
-        apply_plan(plan, K, d1, d2, out, self.same)
-        zero_variance_fix(self.f, self.act, d1, d2, out)
-        return out

@@ -243,7 +243,7 @@ def test_every_subcommand_has_json():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
     assert set(subparsers) == {"point", "phase", "critical", "depth", "gradients", "spectrum", "trainability",
-                               "activations"}
+                               "kernel", "activations"}
     for name, sub in subparsers.items():
         assert any("--json" in a.option_strings for a in sub._actions), name
 
