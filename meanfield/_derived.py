@@ -15,16 +15,19 @@ Kinds (``u ~ N(0, q)``; ``(u1, u2)`` of variances ``q1``, ``q2`` and correlation
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import sympy as sp
 from scipy import special
 
 from . import _gaussian_rules as rules
 from . import quadrature
+from ._threads import run, workers
 from .activations import Activation
 
 __all__ = ["ClosedFormWarning", "Derived", "derive", "bvn", "SECONDS", "KINDS"]
@@ -125,17 +128,51 @@ def _tidy(e: sp.Expr) -> sp.Expr:
 
 
 def _compile(expr: sp.Expr, kind: str):
+    """A numpy function of ``q`` or ``(q1, q2, c)``; large bivariate calls go to a compiled loop."""
     args = (q,) if kind in ("phi2", "dphi2", "dphi", "slope") else (q1, q2, c)
     mods = [{"bvn_cdf": bvn, "norm_cdf": special.ndtr, "erf": special.erf, "erfc": special.erfc}, "scipy", "numpy"]
     raw = sp.lambdify(args, expr, modules=mods, cse=True)
+    loop = [] if len(args) == 3 and not expr.has(rules.bvn_cdf) else None
 
     def fn(*xs):
         xs = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in xs))
+        if loop is not None and xs[0].size >= COMPILE_SIZE:
+            if not loop:
+                loop.append(_compiled_loop(expr, args))
+            flat = [np.ascontiguousarray(v).ravel() for v in xs]
+            out = np.empty(flat[0].size)
+            step = -(-out.size // workers())
+            run(lambda i: loop[0](flat[0][i:i + step], flat[1][i:i + step], flat[2][i:i + step],
+                                  out[i:i + step]), range(0, out.size, step))
+            return out.reshape(xs[0].shape)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             out = raw(*xs)
         return np.broadcast_to(np.asarray(out, dtype=float), xs[0].shape).copy()
 
     return fn
+
+
+#: Bivariate calls with at least this many entries use a compiled loop (compiled once per expression
+#: and process, about 1-3 s; a lambdified function cannot be cached on disk).
+COMPILE_SIZE = 1 << 16
+
+
+@numba.njit(nogil=True, cache=False)
+def _nb_norm_cdf(t):  # pragma: no cover - compiled
+    return 0.5 * math.erfc(-t / math.sqrt(2.0))
+
+
+def _compiled_loop(expr: sp.Expr, args):
+    """``out[i] = expr(a[i], b[i], c[i])`` compiled by numba (nogil: blocks run on the thread pool)."""
+    scalar = numba.njit(nogil=True, error_model="numpy")(
+        sp.lambdify(args, expr, modules=[{"norm_cdf": _nb_norm_cdf}, "math"], cse=True))
+
+    @numba.njit(nogil=True, error_model="numpy")
+    def loop(a, b, cc, out):  # pragma: no cover - compiled
+        for i in range(a.size):
+            out[i] = scalar(a[i], b[i], cc[i])
+
+    return loop
 
 
 def _check(act: Activation, kind: str, fn) -> float:

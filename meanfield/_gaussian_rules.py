@@ -356,7 +356,8 @@ class _Engine:
             s = sp.sqrt(1 + g**2 * Sp[var, var])
             args.append((var, g, (g * m[var] + d) / s, s))
         if len(args) == 1:
-            return t.coef * Z * norm_cdf(args[0][2])
+            h = args[0][2]
+            return t.coef * Z * ((1 + sp.erf(h / sp.sqrt(2))) / 2 if h.is_number else norm_cdf(h))
         if len(args) > 2:
             raise Unsupported("a product of more than two normal distribution functions")
         (v1, g1, h1, s1), (v2, g2, h2, s2) = args

@@ -214,7 +214,8 @@ def _recursion(X1, X2, same, layer: Dense, depth, method, want_ntk):
     phi = _Moments(layer.act, 0, method, same)
     dphi = _Moments(layer.act, 1, method, same) if want_ntk else None
     for layer_number in range(1, depth + 1):
-        angles = None if phi.closed else angle_range(K, d1, d2, same)
+        closed = phi.closed is not None and (dphi is None or dphi.closed is not None)
+        angles = None if closed else angle_range(K, d1, d2, same)
         V1, V2 = phi.second(d1, d2)  # E[phi(u)^2] on the diagonals
         with np.errstate(over="ignore"):  # an overflow is caught below, with the layer it happened at
             C = phi.products(K, d1, d2, V1, V2, angles)  # E[phi(u) phi(u')] at every entry
