@@ -120,8 +120,9 @@ def _derive(act: Activation, kind: str) -> Derived:
 
 def _tidy(e: sp.Expr) -> sp.Expr:
     """Exponents collected and, for small expressions, ``sympy.simplify``."""
-    e = e.replace(lambda n: isinstance(n, sp.exp), lambda n: sp.exp(sp.cancel(n.args[0])))
     e = sp.powsimp(e, combine="exp")
+    e = e.replace(lambda n: isinstance(n, sp.exp) and sp.count_ops(n.args[0]) < 40,
+                  lambda n: sp.exp(sp.cancel(n.args[0])))
     if sp.count_ops(e) < 50:  # sympy.simplify is slow (and not bounded) on larger ones
         e = sp.simplify(e)
     return e

@@ -283,7 +283,7 @@ class _Engine:
     def real(self, e: sp.Expr) -> sp.Expr:
         """The real part of a sum of complex exponentials (the expectation of a real function)."""
         if e.has(sp.I):
-            e = sp.re(sp.expand_complex(sp.expand(e)))
+            e = sp.re(sp.expand_complex(e))
         return e.subs(self.placeholders)
 
     def tick(self):
@@ -454,4 +454,22 @@ def expect(factors: list[list[Term]], S: sp.Matrix, seconds: float = 10.0) -> sp
         joint = new
     if len(joint) > 4 * MAX_TERMS:
         raise Budget("too many product terms")
-    return eng.real(sp.Add(*[eng.expect(J) for J in joint]))
+    merged: dict = {}
+    for J in joint:
+        k = (J.powers, J.a, J.b, J.cdfs, J.regions)
+        merged[k] = merged.get(k, 0) + J.coef
+    # a real function's complex exponentials come in conjugate pairs: E[J] + E[conj J] = 2 Re E[J]
+    total, done = [], set()
+    for k, coef in merged.items():
+        if k in done or coef == 0:
+            continue
+        J = _Joint(coef, *k)
+        ck = (k[0], tuple(sp.conjugate(v) for v in k[1]), *k[2:])
+        if not (coef.has(sp.I) or any(v.has(sp.I) for v in k[1])):
+            total.append(eng.expect(J))
+        elif ck != k and ck in merged and sp.expand(merged[ck] - sp.conjugate(coef)) == 0:
+            done.add(ck)
+            total.append(2 * eng.real(eng.expect(J)))
+        else:
+            total.append(eng.real(eng.expect(J)))
+    return sp.Add(*total)
