@@ -136,7 +136,7 @@ def _poly(arg, degree) -> list:
 
 
 def _sign_of_linear(arg) -> int:
-    """s with arg = k x, k of sign s; Unsupported for other arguments (a kink away from 0)."""
+    """The sign of k in arg = k x; Unsupported for other arguments (a kink away from 0)."""
     g, d = _affine(arg)
     if d != 0 or g == 0 or not g.is_number:
         raise Unsupported(f"the kink of {arg} is not at 0")

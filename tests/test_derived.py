@@ -43,8 +43,8 @@ CASES = {
     "sign(x)": (lambda t: math.copysign(1.0, t) if t != 0 else 0.0, None, (0.0,), 1.3, 0.2),
     "heaviside(x)": (lambda t: 1.0 if t > 0 else 0.0, None, (0.0,), 2.0, 0.1),
     "exp(-x**2/2)": (lambda t: math.exp(-t * t / 2), lambda t: -t * math.exp(-t * t / 2), (), 2.5, 0.1),
-    "exp(-x**2/2)*sin(x)": (lambda t: math.exp(-t * t / 2) * math.sin(t),
-                            lambda t: math.exp(-t * t / 2) * (math.cos(t) - t * math.sin(t)), (), 3.0, 0.05),
+    "exp(-x**2)*sin(x)": (lambda t: math.exp(-t * t) * math.sin(t),  # gabor, as neural-tangents has it
+                          lambda t: math.exp(-t * t) * (math.cos(t) - 2 * t * math.sin(t)), (), 3.0, 0.05),
     "erf(2*x + 0.5)": (lambda t: math.erf(2 * t + 0.5),
                        lambda t: 4 / math.sqrt(math.pi) * math.exp(-(2 * t + 0.5) ** 2), (), 1.5, 0.1),
     "x**3 - 3*x": (lambda t: t**3 - 3 * t, lambda t: 3 * t * t - 3, (), 0.3, 0.05),
