@@ -33,7 +33,8 @@ these kernels is in :mod:`meanfield.gp`.
 Numerical method
 ----------------
 ``method`` means what it means in :func:`meanfield.expectation`: ``"auto"`` uses the closed form
-where one exists (:mod:`meanfield.symbolic`: the ReLU family, erf, sin, cos, exp, polynomials),
+where one exists (:mod:`meanfield.symbolic`: the ReLU family, erf, sin, cos, exp, polynomials, and
+the closed forms it derives: gelu, relu^n, sign, step, Gaussians, gabor, erf of affine maps),
 evaluated directly, entry by entry, and the tables below otherwise; ``"exact"`` insists on the
 closed form; ``"quadrature"`` never uses it (every expectation by quadrature: for cross-checks).
 Without a closed form every layer is done in three steps:

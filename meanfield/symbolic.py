@@ -14,6 +14,14 @@ the table gives ``E[phi(u1) phi(u2)]`` and ``E[phi'(u1) phi'(u2)]`` where they a
 
 One-dimensional expectations follow by setting ``q1 = q2 = q12 = q``; the slope of the q-map,
 ``d/dq E[phi(sqrt(q) z)^2]``, by differentiating that with sympy.
+
+Every other activation given by an expression is tried against the rules of
+:mod:`meanfield._gaussian_rules`: sums of ``x^p exp(a x + b x^2)`` times normal distribution
+functions of affine maps (``erf``, ``norm_cdf``: gelu), ``sin``, ``cos``, ``sinh``, ``cosh`` of
+affine maps (gabor, Gaussians), and pieces on the half-lines split at 0 (``relu(x)**n``, the
+arc-cosine kernels of any order of Cho & Saul 2009; ``sign``, ``Heaviside``, leaky variants).
+What they derive is checked against quadrature before it is used (:mod:`meanfield._derived`), and
+:func:`derivation` says for each expectation how it was obtained.
 """
 
 from __future__ import annotations

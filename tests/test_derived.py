@@ -145,7 +145,14 @@ def test_gelu_typed_is_recognised_and_matches_the_published_variance_map():
     f, r = sp.lambdify((q, sigma_w2, sigma_b2), typed), sp.lambdify((q, sigma_w2, sigma_b2), ref)
     for v in (0.01, 0.5, 3.0, 200.0):
         assert f(v, 1.3, 0.2) == pytest.approx(r(v, 1.3, 0.2), rel=1e-14)
-    assert mf.closed_form("gelu", "cov_map").has(sp.asin)
+    # the bivariate form shown in the README
+    cov = sp.lambdify((q1, q2, q12), mf.closed_form("gelu", "cov_map").subs({sigma_w2: 1, sigma_b2: 0}))
+    for a, b, cc in [(0.3, 2.0, 0.4), (1.5, 1.5, -0.9), (5.0, 0.7, 0.99)]:
+        ab = cc * math.sqrt(a * b)
+        root = math.sqrt((1 + a) * (1 + b) - ab**2)
+        ref = (ab / 4 + ab * math.asin(ab / math.sqrt((1 + a) * (1 + b))) / (2 * math.pi)
+               + (a * b - ab**2 + ab**2 / (1 + a) + ab**2 / (1 + b)) / (2 * math.pi * root))
+        assert cov(a, b, ab) == pytest.approx(ref, rel=1e-14)
 
 
 def test_hermite_polynomials_follow_mehler():
