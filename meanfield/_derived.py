@@ -16,6 +16,8 @@ Kinds (``u ~ N(0, q)``; ``(u1, u2)`` of variances ``q1``, ``q2`` and correlation
 from __future__ import annotations
 
 import math
+import os
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -103,19 +105,30 @@ def _derive(act: Activation, kind: str) -> Derived:
     except rules.Unsupported as err:
         return Derived(None, None, f"outside the class of the rules ({err})")
     except rules.Budget as err:
-        warnings.warn(f"the closed form of {kind} for {act.name!r} was not derived ({err}, bound "
-                      f"{SECONDS:g} s): quadrature is used", ClosedFormWarning, stacklevel=4)
+        _warn(f"the closed form of {kind} for {act.name!r} was not derived ({err}; bounds: {SECONDS:g} s, "
+              f"{rules.MAX_STEPS} steps, {rules.MAX_TERMS} terms): "
+              "quadrature is used")
         return Derived(None, None, f"not derived: {err}")
     if expr.has(sp.I, sp.nan, sp.zoo, sp.oo):
         return Derived(None, None, "the derivation left a complex or infinite expression")
     fn = _compile(expr, kind)
     dev = _check(act, kind, fn)
     if not dev <= VERIFY_RTOL:
-        warnings.warn(f"the derived closed form of {kind} for {act.name!r} disagrees with quadrature "
-                      f"(relative deviation {dev:.1e}): it is not used, quadrature is", ClosedFormWarning,
-                      stacklevel=4)
+        _warn(f"the derived closed form of {kind} for {act.name!r} disagrees with quadrature (relative "
+              f"deviation {dev:.1e}): it is not used, quadrature is")
         return Derived(None, None, f"rejected: deviates from quadrature by {dev:.1e}")
     return Derived(expr, fn, f"derived; agrees with quadrature to {dev:.1e} at {_POINTS_1D.size} points")
+
+
+def _warn(message: str) -> None:
+    """A :class:`ClosedFormWarning` attributed to the first caller outside the package."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _PACKAGE_DIR:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, ClosedFormWarning, stacklevel=level)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _tidy(e: sp.Expr) -> sp.Expr:

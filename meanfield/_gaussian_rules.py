@@ -288,7 +288,9 @@ class _Engine:
 
     def tick(self):
         self.steps += 1
-        if self.steps > MAX_STEPS or (self.steps % 64 == 0 and time.monotonic() > self.deadline):
+        if self.steps > MAX_STEPS:
+            raise Budget(f"more than {MAX_STEPS} steps")
+        if self.steps % 64 == 0 and time.monotonic() > self.deadline:
             raise Budget("the derivation took too long")
 
     def tilt(self, a, b):
