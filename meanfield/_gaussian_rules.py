@@ -365,7 +365,11 @@ class _Engine:
         (v1, g1, h1, s1), (v2, g2, h2, s2) = args
         rho = g1 * g2 * Sp[v1, v2] / (s1 * s2)
         if sp.simplify(h1) == 0 and sp.simplify(h2) == 0:
-            return t.coef * Z * (sp.Rational(1, 4) + sp.asin(rho) / (2 * sp.pi))
+            # Sheppard: 1/4 + asin(rho)/(2 pi), as atan(num / sqrt(s1^2 s2^2 - num^2)) with the radicand
+            # cancelled symbolically: asin near rho = 1 (large variances) would lose half the digits
+            num = g1 * g2 * Sp[v1, v2]
+            rad = sp.factor(sp.cancel(sp.expand(s1**2 * s2**2 - num**2)))
+            return t.coef * Z * (sp.Rational(1, 4) + sp.atan(num / sp.sqrt(rad)) / (2 * sp.pi))
         return t.coef * Z * bvn_cdf(h1, h2, rho)
 
     def orthant(self, t: _Joint) -> sp.Expr:
