@@ -235,3 +235,10 @@ def test_outside_the_class_and_rejections(monkeypatch):
         warnings.simplefilter("error")
         ref = mf.expectation("relu(x)**2 + x/9", "cov", 1.0, 2.0, 0.5, method="quadrature")
     assert v == pytest.approx(ref, rel=1e-12)
+
+
+def test_derived_forms_at_large_variances():
+    # at sigma_w2 = 2 gelu's variance grows without bound (E[gelu(u)^2] = q/2 + o(1)): a closed form
+    # that lost digits at q ~ 1e11 (an arcsine near 1) once gave a spurious finite q*
+    assert mf.q_star("gelu", sigma_w2=2.0, sigma_b2=0.5) == math.inf
+    assert mf.analyze("x*(1+erf(x/sqrt(2)))/2", 2.0, 0.5, method="quadrature").q_star == math.inf
