@@ -32,7 +32,7 @@ from . import quadrature
 from ._threads import run, workers
 from .activations import Activation
 
-__all__ = ["ClosedFormWarning", "Derived", "derive", "bvn", "SECONDS", "KINDS"]
+__all__ = ["ClosedFormWarning", "Derived", "derive", "bvn", "compile_bivariate", "SECONDS", "KINDS"]
 
 q, q1, q2 = sp.symbols("q q1 q2", positive=True)
 c = sp.Symbol("c", real=True)
@@ -150,7 +150,7 @@ def _compile(expr: sp.Expr, kind: str):
 
     def fn(*xs):
         xs = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in xs))
-        if loop is not None and xs[0].size >= COMPILE_SIZE:
+        if loop is not None and xs[0].size >= (COMPILE_SIZE if not loop else 2048):
             if not loop:
                 loop.append(_compiled_loop(expr, args))
             flat = [np.ascontiguousarray(v).ravel() for v in xs]
@@ -166,8 +166,14 @@ def _compile(expr: sp.Expr, kind: str):
     return fn
 
 
+def compile_bivariate(expr: sp.Expr):
+    """``expr`` in ``(q1, q2, c)`` as a numpy function; large calls go to a compiled loop."""
+    return _compile(expr, "cov")
+
+
 #: Bivariate calls with at least this many entries use a compiled loop (compiled once per expression
-#: and process, about 1-3 s; a lambdified function cannot be cached on disk).
+#: and process, about 1-3 s; a lambdified function cannot be cached on disk); once it is compiled,
+#: calls from 2048 entries on use it too.
 COMPILE_SIZE = 1 << 16
 
 
@@ -178,13 +184,15 @@ def _nb_norm_cdf(t):  # pragma: no cover - compiled
 
 def _compiled_loop(expr: sp.Expr, args):
     """``out[i] = expr(a[i], b[i], c[i])`` compiled by numba (nogil: blocks run on the thread pool)."""
+    s1, s2 = sp.symbols("s1 s2", positive=True)  # sqrt(q1), sqrt(q2): half-integer powers become products
     scalar = numba.njit(nogil=True, error_model="numpy")(
-        sp.lambdify(args, expr, modules=[{"norm_cdf": _nb_norm_cdf}, "math"], cse=True))
+        sp.lambdify((s1, s2, c), expr.subs({q1: s1**2, q2: s2**2}), modules=[{"norm_cdf": _nb_norm_cdf}, "math"],
+                    cse=True))
 
     @numba.njit(nogil=True, error_model="numpy")
     def loop(a, b, cc, out):  # pragma: no cover - compiled
         for i in range(a.size):
-            out[i] = scalar(a[i], b[i], cc[i])
+            out[i] = scalar(math.sqrt(a[i]), math.sqrt(b[i]), cc[i])
 
     return loop
 

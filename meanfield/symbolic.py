@@ -224,6 +224,8 @@ def numeric(act: Activation, kind: str):
     e = _bivariate_c(act, 0 if kind == "cov" else 1)
     if e is None:
         return None
+    if act.expr.is_polynomial(x):  # many powers of sqrt(q1), sqrt(q2): compiled for large kernels
+        return _bivariate_numeric(_derived.compile_bivariate(e))
     return _bivariate_numeric(sp.lambdify((q1, q2, c), e, modules=["scipy", "numpy"]))
 
 
