@@ -1,4 +1,4 @@
-"""Benchmark: 1000 x 1000 NNGP kernel at depth 10, closed forms (erf, relu) and tanh.
+"""Benchmark: 1000 x 1000 NNGP kernel at depth 10, closed forms (listed and derived) and tanh.
 
 Two input sets: scaled to one common norm, and raw Gaussian inputs (every input its own norm).
 
@@ -8,6 +8,11 @@ if a Python with neural-tangents 0.6.5 is given in the environment variable ``NT
 neural-tangents itself (float64 on the CPU) in a subprocess.  Accuracy is the maximum relative
 error against an independent per-pair recursion with adaptive quadrature
 (``meanfield.expectation(..., method="quadrature")``, about 1e-12) on 30 entries.
+
+The derived closed forms (``DERIVED``: gelu, rectified monomials, sign, a Gaussian, gabor, a
+shifted erf, a normalised Hermite polynomial, each at its own ``sigma_w2``, ``sigma_b2`` where the
+variances stay finite over 10 layers) are timed against neural-tangents' closed form for the same
+function, NNGP and NTK (``--derived-only`` runs only these).
 """
 
 from __future__ import annotations
@@ -27,6 +32,17 @@ from meanfield.kernels import nngp
 
 N, D, DEPTH, SW, SB = 1000, 64, 10, 1.76, 0.05
 GH_DEG = 25
+# name: (meanfield expression, neural-tangents layer, sigma_w2, sigma_b2)
+DERIVED = {
+    "gelu": ("x*(1+erf(x/sqrt(2)))/2", "stax.Gelu()", SW, SB),
+    "relu^2": ("relu(x)**2", "stax.RectifiedMonomial(2)", 0.5, 0.05),
+    "relu^3": ("relu(x)**3", "stax.RectifiedMonomial(3)", 0.3, 0.05),
+    "sign": ("sign(x)", "stax.Sign()", SW, SB),
+    "gaussian": ("exp(-x**2/2)", "stax.Gaussian(1.0, -0.5)", 2.5, 0.05),
+    "gabor": ("exp(-x**2)*sin(x)", "stax.Gabor()", 3.0, 0.05),
+    "erf(2x)+0.5": ("erf(2*x)+0.5", "stax.Erf(1.0, 2.0, 0.5)", SW, SB),
+    "hermite3": ("(x**3 - 3*x)/sqrt(6)", "stax.Hermite(3)", 1.0, 0.0),
+}
 REPEAT = 4  # best of REPEAT timed calls per round, after an untimed call at the timed shape
 ROUNDS = 3  # meanfield and neural-tangents alternate, round after round; the best time of each is kept
 
@@ -39,23 +55,23 @@ def inputs(common_norm=True):
     return X
 
 
-def reference(act, X, pairs, want_ntk=False):
+def reference(act, X, pairs, want_ntk=False, sw=SW, sb=SB):
     """Per-pair recursion by adaptive quadrature: the NNGP (and with want_ntk the NTK) entries."""
     i, j = pairs.T
-    q1 = SB + SW * np.sum(X[i] ** 2, 1) / D
-    q2 = SB + SW * np.sum(X[j] ** 2, 1) / D
-    k = SB + SW * np.sum(X[i] * X[j], 1) / D
+    q1 = sb + sw * np.sum(X[i] ** 2, 1) / D
+    q2 = sb + sw * np.sum(X[j] ** 2, 1) / D
+    k = sb + sw * np.sum(X[i] * X[j], 1) / D
     t, t1, t2 = k.copy(), q1.copy(), q2.copy()
     for _ in range(DEPTH):
         c = np.clip(k / np.sqrt(q1 * q2), -1, 1)
-        knew = SB + SW * mf.expectation(act, "cov", q1, q2, c=c, method="quadrature")
-        n1 = SB + SW * mf.expectation(act, "phi2", q1)
-        n2 = SB + SW * mf.expectation(act, "phi2", q2)
+        knew = sb + sw * mf.expectation(act, "cov", q1, q2, c=c, method="quadrature")
+        n1 = sb + sw * mf.expectation(act, "phi2", q1, method="quadrature")
+        n2 = sb + sw * mf.expectation(act, "phi2", q2, method="quadrature")
         if want_ntk:
             g = mf.expectation(act, "dcov", q1, q2, c=c, method="quadrature")
-            t = knew + SW * g * t
-            t1 = n1 + SW * mf.expectation(act, "dphi2", q1) * t1
-            t2 = n2 + SW * mf.expectation(act, "dphi2", q2) * t2
+            t = knew + sw * g * t
+            t1 = n1 + sw * mf.expectation(act, "dphi2", q1, method="quadrature") * t1
+            t2 = n2 + sw * mf.expectation(act, "dphi2", q2, method="quadrature") * t2
         k, q1, q2 = knew, n1, n2
     return t if want_ntk else k
 
@@ -109,6 +125,86 @@ NT_SCRIPT = textwrap.dedent("""
 """)
 
 
+NT_DERIVED = textwrap.dedent("""
+    import json, sys, time, warnings
+    warnings.simplefilter("ignore")
+    import numpy as np
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    from neural_tangents import stax
+    N, D, DEPTH = {N}, {D}, {DEPTH}
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((N, D))
+    X = X * np.sqrt(D) / np.linalg.norm(X, axis=1, keepdims=True)
+    x = jnp.asarray(X)
+    out = {{}}
+    for name, layer, sw, sb in {SPECS}:
+        _, _, kfn = stax.serial(*([stax.Dense(1, W_std=sw ** 0.5, b_std=sb ** 0.5), eval(layer)] * DEPTH),
+                                stax.Dense(1, W_std=sw ** 0.5, b_std=sb ** 0.5))
+        kfn = jax.jit(kfn, static_argnames="get")
+        res = {{}}
+        for get in ("nngp", "ntk"):
+            if get == "ntk" and name == "sign":
+                continue
+            np.asarray(kfn(x, x, get=get))  # compile at the timed shape
+            times = []
+            for _ in range({REPEAT}):
+                t = time.perf_counter(); K = np.asarray(kfn(x, x, get=get)); times.append(time.perf_counter() - t)
+            res[get] = {{"time": min(times), "K": K[np.array({I}), np.array({J})].tolist()}}
+        out[name] = res
+    print(json.dumps(out))
+""")
+
+
+def neural_tangents_derived(pairs, names):
+    nt = os.environ.get("NT_PYTHON")
+    if not nt:
+        return {}
+    specs = [(n, DERIVED[n][1], DERIVED[n][2], DERIVED[n][3]) for n in names]
+    script = NT_DERIVED.format(N=N, D=D, DEPTH=DEPTH, SPECS=specs, REPEAT=REPEAT, I=pairs[:, 0].tolist(),
+                               J=pairs[:, 1].tolist())
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([nt, "-c", script], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        print("neural-tangents run failed:", proc.stderr[-2000:], file=sys.stderr)
+        return {}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def derived(pairs):
+    """Rows for the derived closed forms: meanfield and neural-tangents, NNGP and NTK, interleaved."""
+    X = inputs(True)
+    rows, best_mf, best_nt, values, scale = [], {}, {}, {}, {}
+    for _ in range(ROUNDS):
+        for name, (expr, _, sw, sb) in DERIVED.items():
+            for get in ("nngp", "ntk"):
+                if get == "ntk" and name == "sign":
+                    continue
+                fn = nngp if get == "nngp" else mf.ntk
+                t, K = best(lambda fn=fn, expr=expr, sw=sw, sb=sb: fn(X, None, expr, depth=DEPTH, sigma_w2=sw,
+                                                                      sigma_b2=sb), REPEAT, warm=True)
+                best_mf[name, get] = min(best_mf.get((name, get), np.inf), t)
+                values[name, get] = K[pairs[:, 0], pairs[:, 1]]
+                scale[name, get] = np.sqrt(np.abs(K[pairs[:, 0], pairs[:, 0]] * K[pairs[:, 1], pairs[:, 1]]))
+        for name, res in neural_tangents_derived(pairs, list(DERIVED)).items():
+            for get, v in res.items():
+                best_nt[name, get] = min(best_nt.get((name, get), (np.inf,))[0], v["time"]), v["K"]
+    for name, (expr, _, sw, sb) in DERIVED.items():
+        for get in ("nngp", "ntk"):
+            if (name, get) not in best_mf:
+                continue
+            ref = reference(expr, X, pairs, want_ntk=get == "ntk", sw=sw, sb=sb)
+            sc = scale[name, get]  # errors relative to sqrt(K(x, x) K(x', x')): entries may be near 0
+            rows.append((f"derived: meanfield {name} {get.upper()} (sw={sw}, sb={sb})", best_mf[name, get],
+                         float(np.max(np.abs(values[name, get] - ref) / sc))))
+            if (name, get) in best_nt:
+                t, K = best_nt[name, get]
+                rows.append((f"derived: neural-tangents 0.6.5 {name} {get.upper()}", t,
+                             float(np.max(np.abs(np.asarray(K) - ref) / sc))))
+    return rows
+
+
 def neural_tangents(pairs, common_norm, acts):
     nt = os.environ.get("NT_PYTHON")
     if not nt or not acts:
@@ -131,8 +227,8 @@ def main():
     rng = np.random.default_rng(1)
     pairs = np.stack([rng.integers(0, N, 30), rng.integers(0, N, 30)], axis=1)
     pairs[:3, 1] = pairs[:3, 0]  # a few diagonal entries
-    rows = []
-    for common in (True, False):
+    rows = derived(pairs)
+    for common in (() if "--derived-only" in sys.argv else (True, False)):
         X = inputs(common)
         tag = "common norm" if common else "raw inputs"
         acts = ("erf", "relu", "gelu", "tanh") if common else ("tanh",)

@@ -33,7 +33,8 @@ these kernels is in :mod:`meanfield.gp`.
 Numerical method
 ----------------
 ``method`` means what it means in :func:`meanfield.expectation`: ``"auto"`` uses the closed form
-where one exists (:mod:`meanfield.symbolic`: the ReLU family, erf, sin, cos, exp, polynomials),
+where one exists (:mod:`meanfield.symbolic`: the ReLU family, erf, sin, cos, exp, polynomials, and
+the closed forms it derives: gelu, relu^n, sign, step, Gaussians, gabor, erf of affine maps),
 evaluated directly, entry by entry, and the tables below otherwise; ``"exact"`` insists on the
 closed form; ``"quadrature"`` never uses it (every expectation by quadrature: for cross-checks).
 Without a closed form every layer is done in three steps:
@@ -217,7 +218,8 @@ def _recursion(X1, X2, same, layer: Dense, depth, method, want_ntk):
     clock = _bounded.LayerClock("the kernel recursion", depth, horizon=MAX_LAYERS)
     for layer_number in range(1, depth + 1):
         clock.tick(layer_number - 1)
-        angles = None if phi.closed else angle_range(K, d1, d2, same)
+        closed = phi.closed is not None and (dphi is None or dphi.closed is not None)
+        angles = None if closed else angle_range(K, d1, d2, same)
         V1, V2 = phi.second(d1, d2)  # E[phi(u)^2] on the diagonals
         with np.errstate(over="ignore"):  # the next variances must be finite before any table is built
             if not (np.all(np.isfinite(layer.variance(V1))) and np.all(np.isfinite(layer.variance(V2)))):

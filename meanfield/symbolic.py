@@ -14,6 +14,14 @@ the table gives ``E[phi(u1) phi(u2)]`` and ``E[phi'(u1) phi'(u2)]`` where they a
 
 One-dimensional expectations follow by setting ``q1 = q2 = q12 = q``; the slope of the q-map,
 ``d/dq E[phi(sqrt(q) z)^2]``, by differentiating that with sympy.
+
+Every other activation given by an expression is tried against the rules of
+:mod:`meanfield._gaussian_rules`: sums of ``x^p exp(a x + b x^2)`` times normal distribution
+functions of affine maps (``erf``, ``norm_cdf``: gelu), ``sin``, ``cos``, ``sinh``, ``cosh`` of
+affine maps (gabor, Gaussians), and pieces on the half-lines split at 0 (``relu(x)**n``, the
+arc-cosine kernels of any order of Cho & Saul 2009; ``sign``, ``Heaviside``, leaky variants).
+What they derive is checked against quadrature before it is used (:mod:`meanfield._derived`), and
+:func:`derivation` says for each expectation how it was obtained.
 """
 
 from __future__ import annotations
@@ -24,10 +32,11 @@ import numpy as np
 import sympy as sp
 from sympy.codegen.cfunctions import expm1
 
-from . import _bounded
+from . import _bounded, _derived
+from ._derived import ClosedFormWarning
 from .activations import Activation, activation, x
 
-__all__ = ["closed_form", "bivariate_expr", "numeric", "QUANTITIES"]
+__all__ = ["closed_form", "bivariate_expr", "numeric", "QUANTITIES", "derivation", "ClosedFormWarning"]
 
 q, q1, q2 = sp.symbols("q q1 q2", positive=True)
 q12, c = sp.symbols("q12 c", real=True)
@@ -86,7 +95,13 @@ def _poly_expectation(p: sp.Expr) -> sp.Expr:
 
 @functools.lru_cache(maxsize=128)
 def _bivariate_c(act: Activation, order: int):
-    """The table entry in the symbols q1, q2 and c (q12 = c sqrt(q1 q2)), or None."""
+    """The closed form in the symbols q1, q2 and c (q12 = c sqrt(q1 q2)): the table's, else derived, else None."""
+    e = _table(act, order)
+    return e if e is not None else _derived.derive(act, "cov" if order == 0 else "dcov").expr
+
+
+def _table(act: Activation, order: int):
+    """The table entry in the symbols q1, q2 and c, or None."""
     expr = act.expr
     if expr is None or not _bounded.closed_form_affordable(act):
         return None
@@ -126,9 +141,9 @@ def bivariate_expr(act, order: int = 0) -> sp.Expr | None:
 
 
 def _one_dim(act: Activation, order: int):
-    e = _bivariate_c(act, order)
+    e = _table(act, order)
     if e is None:
-        return None
+        return _derived.derive(act, "phi2" if order == 0 else "dphi2").expr
     qp = sp.Symbol("qp", positive=True)
     return sp.simplify(e.subs({c: 1, q1: qp, q2: qp})).subs(qp, q)
 
@@ -160,6 +175,9 @@ def closed_form(act, quantity: str) -> sp.Expr | None:
         v = _one_dim(act, 0)
         return None if v is None else sigma_w2 * v + sigma_b2
     if quantity == "q_map_slope":
+        if _table(act, 0) is None:
+            v = _derived.derive(act, "slope").expr
+            return None if v is None else sigma_w2 * v
         v = _one_dim(act, 0)
         return None if v is None else sp.simplify(sigma_w2 * sp.diff(v, q))
     if quantity == "chi_1":
@@ -187,6 +205,13 @@ def numeric(act: Activation, kind: str):
     ``"dcov"`` (functions of q1, q2, q12).  Correlations are clipped to [-1, 1] against
     rounding before they enter arccos or arcsin.
     """
+    if _table(act, 0) is None:  # derived (and verified) closed forms, compiled once per expression
+        fn = _derived.derive(act, kind).fn if kind in _derived.KINDS else None
+        if fn is None or kind in ("phi2", "dphi2", "slope", "dphi"):
+            return fn
+        return _bivariate_numeric(fn)
+    if kind == "dphi":
+        return None
     if kind in ("phi2", "dphi2", "slope"):
         v = _one_dim(act, 0 if kind != "dphi2" else 1)
         if v is None:
@@ -205,7 +230,13 @@ def numeric(act: Activation, kind: str):
     e = _bivariate_c(act, 0 if kind == "cov" else 1)
     if e is None:
         return None
-    f = sp.lambdify((q1, q2, c), e, modules=["scipy", "numpy"])
+    if act.expr.is_polynomial(x):  # many powers of sqrt(q1), sqrt(q2): compiled for large kernels
+        return _bivariate_numeric(_derived.compile_bivariate(e))
+    return _bivariate_numeric(sp.lambdify((q1, q2, c), e, modules=["scipy", "numpy"]))
+
+
+def _bivariate_numeric(f):
+    """``f(q1, q2, c)`` as a function of ``(q1, q2, q12)``."""
 
     def fn(a, b, ab):
         a, b, ab = np.broadcast_arrays(*(np.asarray(t, dtype=float) for t in (a, b, ab)))
@@ -219,6 +250,19 @@ def numeric(act: Activation, kind: str):
 
 
 def has_closed_form(act: Activation) -> bool:
-    """Whether the bivariate expectations of ``act`` are in the table."""
+    """Whether ``E[phi(u1) phi(u2)]`` has a closed form (in the table, or derived and verified)."""
     return _bivariate_c(act, 0) is not None
+
+
+def derivation(act) -> dict:
+    """How each expectation of ``act`` is obtained: ``{kind: note}``.
+
+    ``"table"`` for the listed families; otherwise the derivation's note: derived and verified
+    against quadrature (with the deviation), outside the class of the rules, rejected, or over
+    its time bound (:data:`meanfield._derived.SECONDS`).
+    """
+    act = activation(act)
+    if _table(act, 0) is not None:
+        return {k: "table" for k in _derived.KINDS}
+    return {k: _derived.derive(act, k).note for k in _derived.KINDS}
 
