@@ -362,3 +362,22 @@ def test_sigterm_leaves_no_partial_files(tmp_path):
     assert proc.returncode in (143, 0), err  # 0: it had already finished
     assert b"Traceback" not in err
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+@pytest.mark.parametrize("argv, missing, extra", [
+    (["trainability", "tanh", "--depths", "2,3", "--sigma-w2", "1,2", "--steps", "5", "--no-figure"], "sklearn",
+     "meanfield[train]"),
+    (["kernel", "DATA", "tanh", "--out", "K.zarr"], "dask", "meanfield[distributed]"),
+])
+def test_missing_extra_is_a_clear_error(argv, missing, extra, tmp_path, monkeypatch, capsys):
+    """Without the optional extra the command says which to install: no traceback."""
+    import sys
+
+    np.save(tmp_path / "x.npy", np.ones((4, 3)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, missing, None)  # importing it now raises ImportError
+    argv = [str(tmp_path / "x.npy") if a == "DATA" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert extra in err and "Traceback" not in err
+    assert not list(tmp_path.glob("K.zarr*")) and not list(tmp_path.glob("*.npz"))
