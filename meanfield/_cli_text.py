@@ -197,10 +197,13 @@ def leading_minus_as_values(argv: list[str]) -> list[str]:
     numbers are read with surrounding spaces ignored.  Words after ``--`` are left alone.
     """
     out = []
+    seen_command = False  # words before the command are the program's own options (-h, --version)
     for k, word in enumerate(argv):
         if word == "--":
             return out + list(argv[k:])
-        if len(word) > 1 and word[0] == "-" and word[1] != "-" and word != "-h":
+        if not word.startswith("-"):
+            seen_command = True
+        elif seen_command and len(word) > 1 and word[1] != "-" and word != "-h":
             word = " " + word
         out.append(word)
     return out

@@ -55,7 +55,7 @@ def nonnegative(name, value, allow_empty=False):
     arr = _as_float_array(name, value, allow_empty)
     bad = ~np.isfinite(arr) | (arr < 0)
     if bad.any():
-        raise ValueError(f"{name} must be finite and >= 0 (a variance), got {arr[bad].ravel()[0]!r}")
+        raise ValueError(f"{name} must be finite and >= 0 (a variance), got {arr[bad].ravel()[0].item()!r}")
     return arr
 
 
@@ -71,7 +71,7 @@ def correlation(name, value, allow_empty=False):
     arr = _as_float_array(name, value, allow_empty)
     bad = ~np.isfinite(arr) | (np.abs(arr) > 1)
     if bad.any():
-        raise ValueError(f"{name} must be a correlation in [-1, 1], got {arr[bad].ravel()[0]!r}")
+        raise ValueError(f"{name} must be a correlation in [-1, 1], got {arr[bad].ravel()[0].item()!r}")
     return arr
 
 

@@ -381,3 +381,13 @@ def test_missing_extra_is_a_clear_error(argv, missing, extra, tmp_path, monkeypa
     err = capsys.readouterr().err
     assert extra in err and "Traceback" not in err
     assert not list(tmp_path.glob("K.zarr*")) and not list(tmp_path.glob("*.npz"))
+
+
+def test_numbers_in_messages_and_program_options(capsys):
+    """A refused number is shown as typed, not as numpy's repr; a stray '-x' before the command is not a value."""
+    assert main(["point", "tanh", "--sigma-w2", "-1e3"]) == 2
+    err = capsys.readouterr().err
+    assert "got -1000.0" in err and "np.float64" not in err
+    with pytest.raises(SystemExit):
+        main(["-x"])
+    assert "' -x'" not in capsys.readouterr().err
