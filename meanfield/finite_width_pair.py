@@ -78,9 +78,9 @@ class FiniteWidthPair:
     float64, where the covariance map has no two-sided differences) the 1/n terms are NaN from
     there on.
 
-    Cost: about 45 bivariate expectations per layer (all layers in one batch): milliseconds per
-    layer where the covariance map has a closed form (relu family, erf), tens of milliseconds
-    per layer by quadrature (tanh: about 4 s for 20 layers).
+    Cost: about 45 bivariate expectations per layer (all layers in one batch): 20 layers take
+    about 0.5 s for relu and 1 s for erf (closed-form covariance maps) and 9 s for tanh
+    (quadrature), measured on a 2-core machine running other work.
     """
 
     act: Activation
