@@ -151,8 +151,9 @@ class LayerClock:
     it, with what to do.
     """
 
-    def __init__(self, what: str, depth: int, seconds: float = MAX_RECURSION_SECONDS, horizon: int | None = None):
-        self.what, self.depth, self.seconds = what, depth, seconds
+    def __init__(self, what: str, depth: int, seconds: float | None = None, horizon: int | None = None):
+        self.what, self.depth = what, depth
+        self.seconds = MAX_RECURSION_SECONDS if seconds is None else seconds
         self.horizon = depth if horizon is None else min(depth, horizon)  # the last layer it could run to
         self.start = time.monotonic()
         self.base = None  # (time, layers done) at the first tick after one second

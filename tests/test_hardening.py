@@ -381,6 +381,8 @@ def quick_refusal(monkeypatch):
     from meanfield import _bounded
 
     monkeypatch.setattr(_bounded, "REFUSE_AFTER", 1.5)
+    # a bound a fast machine cannot beat on these recursions (10 minutes would need a slow one to trigger)
+    monkeypatch.setattr(_bounded, "MAX_RECURSION_SECONDS", 3.0)
 
 
 @pytest.mark.parametrize("run", [
