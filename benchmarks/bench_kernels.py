@@ -164,6 +164,11 @@ def neural_tangents_derived(pairs, names):
     specs = [(n, DERIVED[n][1], DERIVED[n][2], DERIVED[n][3]) for n in names]
     script = NT_DERIVED.format(N=N, D=D, DEPTH=DEPTH, SPECS=specs, REPEAT=REPEAT, I=pairs[:, 0].tolist(),
                                J=pairs[:, 1].tolist())
+    return run_neural_tangents(nt, script)
+
+
+def run_neural_tangents(nt, script):
+    """Run ``script`` with neural-tangents' interpreter ``nt`` (CPU); its last stdout line is JSON."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([nt, "-c", script], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -211,12 +216,7 @@ def neural_tangents(pairs, common_norm, acts):
         return {}
     script = NT_SCRIPT.format(N=N, D=D, DEPTH=DEPTH, SW=SW, SB=SB, I=pairs[:, 0].tolist(), J=pairs[:, 1].tolist(),
                               COMMON=common_norm, ACTS=tuple(acts), REPEAT=REPEAT)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([nt, "-c", script], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        print("neural-tangents run failed:", proc.stderr[-2000:], file=sys.stderr)
-        return {}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_neural_tangents(nt, script)
 
 
 def rel_err(values, ref):
