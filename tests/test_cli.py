@@ -375,7 +375,8 @@ def test_missing_extra_is_a_clear_error(argv, missing, extra, tmp_path, monkeypa
 
     np.save(tmp_path / "x.npy", np.ones((4, 3)))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setitem(sys.modules, missing, None)  # importing it now raises ImportError
+    for name in [missing] + [m for m in sys.modules if m.startswith(missing + ".")]:
+        monkeypatch.setitem(sys.modules, name, None)  # importing it (or a submodule already loaded) now fails
     argv = [str(tmp_path / "x.npy") if a == "DATA" else a for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
