@@ -65,7 +65,8 @@ def nngp_blocks(X1: ArrayLike, X2: ArrayLike | None = None, act: ActivationLike 
         A Dask client, or a scheduler address such as ``"tcp://host:8786"`` (connected to and
         closed afterwards; ValueError if it cannot be reached).  None: the local cores (Dask's
         threaded scheduler).  It runs the blocks written to ``out``; a lazy dask array (no ``out``)
-        runs wherever it is computed (``.compute(scheduler=client)``).
+        runs wherever it is computed (``.compute(scheduler=client)``), so an address without
+        ``out`` is refused.
     out : path, optional
         Write the kernel to this zarr store (chunks = blocks) and return it opened read-only.
         The store is written beside the target under a temporary name and renamed when complete:
@@ -149,6 +150,9 @@ def _blocked(X1, X2, act, depth, sigma_w2, sigma_b2, method, block, client, out,
     X1, X2, same, act, depth, sw, sb = check(a1, a2, act, depth, sigma_w2, sigma_b2, method, max(whole, 1.0),
                                              n_arrays)
     path = _check_out(out, overwrite)
+    if isinstance(client, str) and path is None:
+        raise ValueError("a scheduler address is used to write the kernel (give out='K.zarr'); a lazy dask array does "
+                         "not keep the connection: connect a distributed.Client yourself and compute the array with it")
     dask, da = _dask()
     own_client = isinstance(client, str)
     if own_client:

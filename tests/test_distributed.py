@@ -102,6 +102,8 @@ def test_bad_arguments_refused_before_any_work(tmp_path):
         nngp_blocks(X, depth=-1)
     with pytest.raises(TypeError, match="client"):
         nngp_blocks(X, client=3)
+    with pytest.raises(ValueError, match="give out="):  # an address would be connected to and dropped
+        nngp_blocks(X, client="tcp://127.0.0.1:9")
     with pytest.raises(ValueError, match="directory"):
         nngp_blocks(X, out=tmp_path / "missing" / "K.zarr")
     with pytest.raises(ValueError, match="float64's range"):  # every layer's variances checked first
