@@ -283,16 +283,7 @@ def jacobian_spectrum(act: ActivationLike, depth: int, sigma_w2: float, sigma_b2
         For a depth that is not a positive integer, unknown ``weights``, ``n_moments < 2``, or a
         point whose variance map has no finite fixed point (``q* = inf``).
     """
-    depth = _validate.positive_int("depth", depth)
-    if not isinstance(weights, str) or weights not in WEIGHTS:
-        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
-    n_moments = _validate.positive_int("n_moments", n_moments)
-    if n_moments < 2:
-        raise ValueError(f"n_moments must be at least 2, got {n_moments}")
-    sw = _validate.number("sigma_w2", sigma_w2, low=0.0, low_open=True, what="a positive variance")
-    sb = _validate.number("sigma_b2", sigma_b2, low=0.0, what="a non-negative variance")
-    act = activation(act)
-    act.derivative(1)  # a clear error if phi' is not available
+    act, depth, sw, sb, n_moments = _arguments(act, depth, sigma_w2, sigma_b2, weights, n_moments)
     qs = float(_q_star_of(act, sw, sb))
     if not np.isfinite(qs):
         raise ValueError(
@@ -311,6 +302,21 @@ def jacobian_spectrum(act: ActivationLike, depth: int, sigma_w2: float, sigma_b2
     edge, edge_t, bulk_edge, bulk_t, atoms = _edge_and_atoms(law, depth, sw, weights)
     return JacobianSpectrum(act.name, depth, sw, sb, weights, qs, float(chi), mu, moments, float(m1),
                             float(m1 * m1 * norm_var), edge, edge_t, bulk_edge, bulk_t, atoms, law)
+
+
+def _arguments(act, depth, sigma_w2, sigma_b2, weights, n_moments):
+    """The checked arguments of :func:`jacobian_spectrum` and :func:`jacobian_moments`, or a clear error."""
+    depth = _validate.positive_int("depth", depth)
+    if not isinstance(weights, str) or weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    n_moments = _validate.positive_int("n_moments", n_moments)
+    if n_moments < 2:
+        raise ValueError(f"n_moments must be at least 2, got {n_moments}")
+    sw = _validate.number("sigma_w2", sigma_w2, low=0.0, low_open=True, what="a positive variance")
+    sb = _validate.number("sigma_b2", sigma_b2, low=0.0, what="a non-negative variance")
+    act = activation(act)
+    act.derivative(1)  # a clear error if phi' is not available
+    return act, depth, sw, sb, n_moments
 
 
 def free_power_moments(mu: ArrayLike, depth: int, v_w: float) -> np.ndarray:
@@ -409,16 +415,7 @@ def jacobian_moments(act: ActivationLike, depth: int, sigma_w2: float, sigma_b2:
     -------
     JacobianMoments
     """
-    depth = _validate.positive_int("depth", depth)
-    if not isinstance(weights, str) or weights not in WEIGHTS:
-        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
-    n_moments = _validate.positive_int("n_moments", n_moments)
-    if n_moments < 2:
-        raise ValueError(f"n_moments must be at least 2, got {n_moments}")
-    sw = _validate.number("sigma_w2", sigma_w2, low=0.0, low_open=True, what="a positive variance")
-    sb = _validate.number("sigma_b2", sigma_b2, low=0.0, what="a non-negative variance")
-    act = activation(act)
-    act.derivative(1)
+    act, depth, sw, sb, n_moments = _arguments(act, depth, sigma_w2, sigma_b2, weights, n_moments)
     if q0 is None:
         q0 = float(_q_star_of(act, sw, sb))
         if not np.isfinite(q0):
